@@ -1,0 +1,95 @@
+"""The ``flightsql-srv`` command line."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import Field
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import click
+
+from flightsql_srv.catalog import CatalogError
+from flightsql_srv.config import (
+    ENV_PREFIX,
+    ConfigError,
+    field_type,
+    load_settings,
+    setting_fields,
+)
+from flightsql_srv.observability import configure_logging
+
+__all__ = ["main"]
+
+
+def _click_type(f: Field[Any]) -> Any:
+    kind = field_type(f)
+    if getattr(kind, "__origin__", None) is Literal:
+        return click.Choice(list(get_args(kind)))
+    return click.Path(path_type=Path) if kind is Path else kind
+
+
+def _settings_options(func: Any) -> Any:
+    """Add one ``--flag`` per setting (default None = "not given", so files/env apply)."""
+    for f in reversed(setting_fields()):
+        env_name = ENV_PREFIX + f.name.upper()
+        shown = "" if f.metadata.get("secret") or f.default == Path() else f"; default {f.default}"
+        func = click.option(
+            "--" + f.name.replace("_", "-"),
+            f.name,
+            type=_click_type(f),
+            default=None,
+            help=f"{f.metadata['help']} [env {env_name}{shown}]",
+        )(func)
+    return func
+
+
+@click.group()
+@click.version_option(package_name="flightsql-srv")
+def main() -> None:
+    """flightsql-srv: an Arrow Flight SQL query service answered by Apache DataFusion."""
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help=f"TOML file with settings (keys as the flags, underscores) [env {ENV_PREFIX}CONFIG].",
+)
+@_settings_options
+def serve(config_file: Path | None, **flags: Any) -> None:
+    """Serve Flight SQL on the configured catalog (the demo catalog by default)."""
+    try:
+        settings = load_settings(flags, os.environ, config_file)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    configure_logging(settings.log_level, settings.log_format)
+    from flightsql_srv.app import build_server  # heavy imports only when serving
+
+    try:
+        server = build_server(settings)
+    except CatalogError as exc:
+        raise click.UsageError(f"catalog: {exc}") from None
+    except OSError as exc:
+        click.echo(f"Error: cannot listen on {settings.host}:{settings.port}: {exc}", err=True)
+        sys.exit(1)
+    server.serve()
+
+
+@main.command("config-reference")
+def config_reference() -> None:
+    """Print every setting with its flag, environment variable and default (Markdown)."""
+    click.echo("| setting / TOML key | flag | environment | default | meaning |")
+    click.echo("|---|---|---|---|---|")
+    for f in setting_fields():
+        default = "(secret)" if f.metadata.get("secret") else f"`{f.default!s}`"
+        if isinstance(f.default, Path) and f.default == Path():
+            default = "(see meaning)"
+        flag = "--" + f.name.replace("_", "-")
+        click.echo(
+            f"| `{f.name}` | `{flag}` | `{ENV_PREFIX}{f.name.upper()}` | {default} | "
+            f"{f.metadata['help']} |"
+        )

@@ -1,0 +1,241 @@
+"""Server settings: one frozen, validated object built from defaults, a TOML file,
+``FLIGHTSQL_SRV_<NAME>`` environment variables and command-line flags (later wins).
+
+Every setting is declared once, as a field of :class:`Settings`; the CLI, the TOML keys and
+the environment variable names are derived from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_type_hints
+
+__all__ = [
+    "ConfigError",
+    "Settings",
+    "ENV_PREFIX",
+    "load_settings",
+    "default_catalog_dir",
+    "default_macros_dir",
+    "setting_fields",
+    "field_type",
+]
+
+ENV_PREFIX = "FLIGHTSQL_SRV_"
+LogFormat = Literal["json", "text"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+class ConfigError(Exception):
+    """A setting is missing, malformed or contradicts another one."""
+
+
+def _bundled(name: str) -> Path:
+    """The ``catalog/`` or ``macros/`` folder: the source tree's, else the wheel's copy."""
+    source_tree = _PACKAGE_DIR.parent / name
+    if source_tree.is_dir():
+        return source_tree
+    return _PACKAGE_DIR / "_bundled" / name
+
+
+def default_catalog_dir() -> Path:
+    """The embedded demo catalog (``catalog/`` of the source tree or the installed wheel)."""
+    return _bundled("catalog")
+
+
+def default_macros_dir() -> Path:
+    """The shipped user macros (``macros/`` of the source tree or the installed wheel)."""
+    return _bundled("macros")
+
+
+def _opt(default: Any, help: str, *, secret: bool = False, flag: bool = True) -> Any:
+    return field(
+        default=default, repr=not secret, metadata={"help": help, "secret": secret, "flag": flag}
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything ``flightsql-srv serve`` needs; validated on construction."""
+
+    host: str = _opt("127.0.0.1", "Address the Flight SQL port listens on.")
+    port: int = _opt(50051, "Flight SQL port (0 picks a free port).")
+    health_port: int = _opt(50052, "gRPC health port (grpc.health.v1); 0 picks a free port.")
+    metrics_port: int = _opt(9464, "Prometheus /metrics HTTP port; -1 disables it.")
+    catalog: Path = _opt(
+        Path(), "Directory of catalog TOML files (default: the embedded demo catalog)."
+    )
+    macros: Path = _opt(Path(), "Directory of user macro TOML files (default: shipped macros/).")
+    catalog_name: str = _opt("flightsql", "Name of the single SQL catalog the tables live in.")
+    ticket_secret: str = _opt(
+        "",
+        "Secret that signs tickets and prepared-statement handles; replicas must share it. "
+        "Several comma-separated secrets are accepted, the first one signs. "
+        "Default: random per process.",
+        secret=True,
+    )
+    ticket_ttl: float = _opt(600.0, "Seconds a ticket from GetFlightInfo stays redeemable.")
+    batch_size: int = _opt(8192, "Rows per Arrow record batch produced by DataFusion.")
+    target_partitions: int = _opt(0, "DataFusion parallelism (0 = number of CPU cores).")
+    log_level: LogLevel = _opt("info", "debug, info, warning or error.")
+    log_format: LogFormat = _opt("json", "json (one object per line) or text.")
+    config: Path | None = _opt(None, "TOML file with any of these settings.", flag=False)
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            _check_type(f, getattr(self, f.name), f"setting '{f.name}'")
+        for name in ("port", "health_port"):
+            value = getattr(self, name)
+            if not 0 <= value <= 65535:
+                raise ConfigError(f"setting '{name}' must be a TCP port 0-65535, got {value}")
+        if not -1 <= self.metrics_port <= 65535:
+            raise ConfigError(
+                f"setting 'metrics_port' must be a TCP port 0-65535 or -1, got {self.metrics_port}"
+            )
+        if self.port and self.port in (self.health_port, self.metrics_port):
+            raise ConfigError(f"port {self.port} is used twice: give each listener its own")
+        for name in ("ticket_ttl", "batch_size"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"setting '{name}' must be positive, got {getattr(self, name)}")
+        if self.target_partitions < 0:
+            raise ConfigError("setting 'target_partitions' must be 0 (auto) or positive")
+        if not self.catalog_name:
+            raise ConfigError("setting 'catalog_name' must not be empty")
+
+    @property
+    def catalog_dir(self) -> Path:
+        """The catalog directory to load (the embedded demo when none was given)."""
+        return self.catalog if self.catalog != Path() else default_catalog_dir()
+
+    @property
+    def macros_dir(self) -> Path:
+        """The user macro directory to load."""
+        return self.macros if self.macros != Path() else default_macros_dir()
+
+    @property
+    def ticket_secrets(self) -> list[bytes]:
+        """Configured signing secrets, first one signs; empty when none was configured."""
+        return [s.strip().encode() for s in self.ticket_secret.split(",") if s.strip()]
+
+
+def setting_fields() -> list[dataclasses.Field[Any]]:
+    """The settings that are also command-line flags."""
+    return [f for f in dataclasses.fields(Settings) if f.metadata.get("flag", True)]
+
+
+def field_type(f: dataclasses.Field[Any]) -> Any:
+    """The field's type with ``| None`` removed (a Literal alias stays a Literal)."""
+    hint = get_type_hints(Settings)[f.name]
+    if isinstance(hint, types.UnionType):
+        hint = next(a for a in get_args(hint) if a is not type(None))
+    return hint
+
+
+def _check_type(f: dataclasses.Field[Any], value: Any, where: str) -> None:
+    expected = field_type(f)
+    if value is None and f.default is None:
+        return
+    if getattr(expected, "__origin__", None) is Literal:
+        if value not in get_args(expected):
+            choices = ", ".join(get_args(expected))
+            raise ConfigError(f"{where} must be one of {choices}, got {value!r}")
+        return
+    ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    if not ok:
+        raise ConfigError(f"{where} must be {_describe(expected)}, got {value!r}")
+
+
+def _describe(expected: Any) -> str:
+    return {int: "an integer", float: "a number", str: "a string", Path: "a path"}.get(
+        expected, str(expected)
+    )
+
+
+def coerce(f: dataclasses.Field[Any], raw: Any, where: str) -> Any:
+    """Convert a raw TOML or environment value into the field's type, or raise ConfigError."""
+    expected = field_type(f)
+    if expected is Path:
+        if not isinstance(raw, str | Path):
+            raise ConfigError(f"{where} must be a path string, got {raw!r}")
+        return Path(raw)
+    if isinstance(raw, str) and expected in (int, float):
+        try:
+            return expected(raw.strip())
+        except ValueError:
+            raise ConfigError(f"{where} must be {_describe(expected)}, got {raw!r}") from None
+    if expected is float and isinstance(raw, int) and not isinstance(raw, bool):
+        return float(raw)
+    return raw
+
+
+def _from_file(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    known = {f.name: f for f in setting_fields()}
+    values: dict[str, Any] = {}
+    for key, raw in data.items():
+        if key not in known:
+            hint = ""
+            if isinstance(raw, dict):
+                hint = f" (section [{key}] is not supported by this version)"
+            raise ConfigError(f"config file {path}: unknown key '{key}'{hint}")
+        value = coerce(known[key], raw, f"config file {path}: key '{key}'")
+        if isinstance(value, Path) and not value.is_absolute():
+            value = path.parent / value  # relative paths are relative to the config file
+        values[key] = value
+    return values
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for f in setting_fields():
+        name = ENV_PREFIX + f.name.upper()
+        if name in env and env[name] != "":
+            values[f.name] = coerce(f, env[name], f"environment variable {name}")
+    return values
+
+
+def load_settings(
+    flags: Mapping[str, Any],
+    env: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+) -> Settings:
+    """Build :class:`Settings` from a config file, the environment and flags (later wins).
+
+    Args:
+        flags: values given on the command line; ``None`` means "not given".
+        env: environment to read ``FLIGHTSQL_SRV_*`` from (default ``os.environ``).
+        config_file: TOML file; ``FLIGHTSQL_SRV_CONFIG`` names one when this is None.
+
+    Raises:
+        ConfigError: naming the file, variable or key and what is wrong with it.
+    """
+    env = os.environ if env is None else env
+    if config_file is None and env.get(ENV_PREFIX + "CONFIG"):
+        config_file = Path(env[ENV_PREFIX + "CONFIG"])
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        values.update(_from_file(config_file))
+        values["config"] = config_file
+    values.update(_from_env(env))
+    values.update({k: v for k, v in flags.items() if v is not None})
+    try:
+        return Settings(**values)
+    except TypeError as exc:  # an unknown keyword from a caller
+        raise ConfigError(str(exc)) from None

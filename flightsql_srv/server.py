@@ -1,0 +1,221 @@
+"""The Flight SQL server: decode each RPC and dispatch it. No query logic lives here."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.flight as flight
+from google.protobuf.message import Message
+
+from flightsql_srv.engine import Engine
+from flightsql_srv.errors import InvalidArgument, Unimplemented, rpc_boundary
+from flightsql_srv.protocol import InvalidCommand, flight_pb2, pack, sql_pb2, unpack_command
+from flightsql_srv.sqlinfo import sql_info_table, sql_info_values
+from flightsql_srv.statements import Query, Statements
+from flightsql_srv.tickets import TICKET, Signer
+
+__all__ = ["FlightSqlServer"]
+
+log = logging.getLogger("flightsql_srv")
+
+_READ_ONLY = "flightsql-srv is read-only: {what} is not supported; run queries (SELECT) instead"
+#: Flight SQL commands and actions that would write, with how to name them in the error.
+_WRITES: dict[type[Message] | str, str] = {
+    sql_pb2.CommandStatementUpdate: "CommandStatementUpdate (INSERT/UPDATE/DELETE/DDL)",
+    sql_pb2.CommandPreparedStatementUpdate: "a prepared update",
+    sql_pb2.CommandStatementIngest: "bulk ingestion",
+    "BeginTransaction": "BeginTransaction (transactions)",
+    "EndTransaction": "EndTransaction (transactions)",
+    "BeginSavepoint": "BeginSavepoint (transactions)",
+    "EndSavepoint": "EndSavepoint (transactions)",
+}
+_ACTIONS = [
+    ("CreatePreparedStatement", "Prepare a SQL query; returns a stateless handle"),
+    ("ClosePreparedStatement", "Close a prepared statement (handles hold no server state)"),
+    ("CloseSession", "End the client session (no server state to free)"),
+]
+
+
+class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
+    """A Flight SQL endpoint over one :class:`Engine`.
+
+    Args:
+        location: ``grpc://host:port`` to listen on.
+        engine: the planned catalog.
+        signer: signs tickets and handles.
+        ticket_ttl: seconds a ticket stays valid.
+    """
+
+    def __init__(
+        self, location: str, engine: Engine, signer: Signer, ticket_ttl: float, **kwargs: Any
+    ) -> None:
+        super().__init__(location, **kwargs)
+        self.engine = engine
+        self.statements = Statements(engine, signer, ticket_ttl)
+        self.sql_info = sql_info_values(engine.ctx)
+        self._info_handlers: dict[type[Message], Callable[..., flight.FlightInfo]] = {
+            sql_pb2.CommandStatementQuery: self._statement_info,
+            sql_pb2.CommandPreparedStatementQuery: self._prepared_info,
+            sql_pb2.CommandGetSqlInfo: self._metadata_info,
+        }
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _principal(self, context: flight.ServerCallContext) -> str:
+        """The caller's identity; empty until authentication is configured."""
+        return ""
+
+    @staticmethod
+    def _command(descriptor: flight.FlightDescriptor) -> Message:
+        if descriptor.descriptor_type != flight.DescriptorType.CMD:
+            raise InvalidArgument(
+                "expected a command descriptor holding a Flight SQL command (google.protobuf.Any)"
+            )
+        try:
+            return unpack_command(descriptor.command)
+        except InvalidCommand as exc:
+            raise InvalidArgument(str(exc)) from None
+
+    def _refuse_writes(self, key: type[Message] | str) -> None:
+        if key in _WRITES:
+            raise Unimplemented(_READ_ONLY.format(what=_WRITES[key]))
+
+    def _ticket_info(
+        self, body: dict[str, Any], schema: pa.Schema, descriptor: flight.FlightDescriptor
+    ) -> flight.FlightInfo:
+        ticket = self.statements.signer.sign(TICKET, body, ttl=self.statements.ticket_ttl)
+        return flight.FlightInfo(schema, descriptor, [flight.FlightEndpoint(ticket, [])], -1, -1)
+
+    # -- GetFlightInfo / GetSchema -------------------------------------------------------
+
+    def _statement_info(
+        self,
+        command: sql_pb2.CommandStatementQuery,
+        descriptor: flight.FlightDescriptor,
+        principal: str,
+    ) -> flight.FlightInfo:
+        return self.statements.flight_info(Query(command.query, None, principal), descriptor)
+
+    def _prepared_info(
+        self,
+        command: sql_pb2.CommandPreparedStatementQuery,
+        descriptor: flight.FlightDescriptor,
+        principal: str,
+    ) -> flight.FlightInfo:
+        query = self.statements.redeem_handle(command.prepared_statement_handle, principal)
+        return self.statements.flight_info(query, descriptor)
+
+    def _metadata_info(
+        self,
+        command: sql_pb2.CommandGetSqlInfo,
+        descriptor: flight.FlightDescriptor,
+        principal: str,
+    ) -> flight.FlightInfo:
+        ids = list(command.info)
+        schema = sql_info_table(self.sql_info, ids).schema
+        body = {"kind": "sql_info", "ids": ids, "principal": principal}
+        return self._ticket_info(body, schema, descriptor)
+
+    def get_flight_info(
+        self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor
+    ) -> flight.FlightInfo:
+        with rpc_boundary("GetFlightInfo"):
+            command = self._command(descriptor)
+            self._refuse_writes(type(command))
+            handler = self._info_handlers.get(type(command))
+            if handler is None:
+                raise Unimplemented(
+                    f"{command.DESCRIPTOR.name} is not supported by GetFlightInfo on this server"
+                )
+            return handler(command, descriptor, self._principal(context))
+
+    def get_schema(
+        self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor
+    ) -> flight.SchemaResult:
+        with rpc_boundary("GetSchema"):
+            return flight.SchemaResult(self.get_flight_info(context, descriptor).schema)
+
+    # -- DoGet -----------------------------------------------------------------------------
+
+    def do_get(
+        self, context: flight.ServerCallContext, ticket: flight.Ticket
+    ) -> flight.FlightDataStream:
+        with rpc_boundary("DoGet"):
+            principal = self._principal(context)
+            body = self.statements.signer.verify(TICKET, ticket.ticket, "ticket")
+            if body.get("principal", "") != principal:
+                raise flight.FlightUnauthorizedError("this ticket was issued to another principal")
+            if body.get("kind") == "sql_info":
+                return flight.RecordBatchStream(sql_info_table(self.sql_info, body["ids"]))
+            query = self.statements.redeem_ticket(ticket.ticket, principal)
+            return flight.RecordBatchStream(self.statements.plan(query).reader())
+
+    # -- DoPut -----------------------------------------------------------------------------
+
+    def do_put(
+        self,
+        context: flight.ServerCallContext,
+        descriptor: flight.FlightDescriptor,
+        reader: flight.MetadataRecordBatchReader,
+        writer: flight.FlightMetadataWriter,
+    ) -> None:
+        with rpc_boundary("DoPut"):
+            command = self._command(descriptor)
+            self._refuse_writes(type(command))
+            if not isinstance(command, sql_pb2.CommandPreparedStatementQuery):
+                raise Unimplemented(f"DoPut does not accept {command.DESCRIPTOR.name}")
+            handle = self.statements.bind(
+                command.prepared_statement_handle, reader, self._principal(context)
+            )
+            result = sql_pb2.DoPutPreparedStatementResult(prepared_statement_handle=handle)
+            writer.write(pa.py_buffer(result.SerializeToString()))
+
+    # -- DoAction --------------------------------------------------------------------------
+
+    def list_actions(self, context: flight.ServerCallContext) -> list[tuple[str, str]]:
+        return list(_ACTIONS)
+
+    def do_action(
+        self, context: flight.ServerCallContext, action: flight.Action
+    ) -> Iterator[bytes]:
+        with rpc_boundary("DoAction"):
+            return iter(self._action(action, self._principal(context)))
+
+    def _action(self, action: flight.Action, principal: str) -> list[bytes]:
+        kind = action.type
+        self._refuse_writes(kind)
+        if kind == "CreatePreparedStatement":
+            request = self._action_body(action, sql_pb2.ActionCreatePreparedStatementRequest)
+            handle, dataset, parameters = self.statements.prepare(request.query, principal)
+            result = sql_pb2.ActionCreatePreparedStatementResult(
+                prepared_statement_handle=handle,
+                dataset_schema=dataset.serialize().to_pybytes(),
+                parameter_schema=parameters.serialize().to_pybytes() if len(parameters) else b"",
+            )
+            return [pack(result)]
+        if kind == "ClosePreparedStatement":
+            # Handles carry their state, so there is nothing to free; never fail (ADBC's
+            # cursor breaks for good if closing fails).
+            return []
+        if kind == "CloseSession":
+            return [
+                flight_pb2.CloseSessionResult(
+                    status=flight_pb2.CloseSessionResult.CLOSED
+                ).SerializeToString()
+            ]
+        raise Unimplemented(f"unknown action {kind!r}; ListActions shows the supported ones")
+
+    @staticmethod
+    def _action_body(action: flight.Action, expected: type[Message]) -> Any:
+        try:
+            command = unpack_command(action.body.to_pybytes())
+        except InvalidCommand as exc:
+            raise InvalidArgument(f"{action.type}: {exc}") from None
+        if not isinstance(command, expected):
+            raise InvalidArgument(
+                f"{action.type} expects {expected.DESCRIPTOR.name}, got {command.DESCRIPTOR.name}"
+            )
+        return command

@@ -1,0 +1,144 @@
+"""Statement queries and stateless prepared statements.
+
+A prepared-statement handle is a signed token holding the SQL and any bound parameters;
+binding returns a *new* handle (the stateless pattern of the Flight SQL spec), so any replica
+sharing the secret can execute it and closing one has nothing to free.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.flight as flight
+
+from flightsql_srv.engine import Engine, Plan
+from flightsql_srv.errors import InvalidArgument
+from flightsql_srv.sqltext import placeholders
+from flightsql_srv.tickets import PREPARED, TICKET, Signer, decode_batch, encode_batch
+
+__all__ = ["Statements", "Query", "MAX_PARAMETER_BYTES"]
+
+MAX_PARAMETER_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Query:
+    """What a ticket or handle carries: everything needed to plan the query again."""
+
+    sql: str
+    params: pa.RecordBatch | None = None
+    principal: str = ""
+
+
+class Statements:
+    """Plans statements and issues/redeems the tokens that stand for them."""
+
+    def __init__(self, engine: Engine, signer: Signer, ticket_ttl: float) -> None:
+        self.engine = engine
+        self.signer = signer
+        self.ticket_ttl = ticket_ttl
+
+    def plan(self, query: Query) -> Plan:
+        """Plan a query, insisting that every placeholder has a bound value."""
+        if query.params is None and placeholders(query.sql):
+            names = ", ".join("$" + p for p in placeholders(query.sql))
+            raise InvalidArgument(
+                f"the query has parameters ({names}): bind values with DoPut before executing"
+            )
+        return self.engine.plan(query.sql, query.params)
+
+    def flight_info(self, query: Query, descriptor: flight.FlightDescriptor) -> flight.FlightInfo:
+        """Plan ``query`` and describe its result with one endpoint and a signed ticket."""
+        plan = self.plan(query)
+        ticket = self.signer.sign(
+            TICKET,
+            {
+                "kind": "query",
+                "id": uuid.uuid4().hex,
+                "sql": query.sql,
+                "params": encode_batch(query.params),
+                "principal": query.principal,
+            },
+            ttl=self.ticket_ttl,
+        )
+        endpoint = flight.FlightEndpoint(ticket, [])
+        return flight.FlightInfo(plan.schema, descriptor, [endpoint], -1, -1)
+
+    def prepare(self, sql: str, principal: str) -> tuple[bytes, pa.Schema, pa.Schema]:
+        """Create a handle plus the dataset and parameter schemas for ``sql``.
+
+        Preparing only plans: nothing runs and nothing is written.
+        """
+        parameter_schema = self.engine.parameter_schema(sql)
+        try:
+            dataset_schema = self.engine.plan(sql).schema
+        except InvalidArgument:
+            if not len(parameter_schema):
+                raise
+            # Some placeholders only get a type once bound; the schema comes at execution.
+            dataset_schema = pa.schema([])
+        return self.handle(Query(sql, None, principal)), dataset_schema, parameter_schema
+
+    def handle(self, query: Query) -> bytes:
+        """A signed prepared-statement handle for ``query``."""
+        return self.signer.sign(
+            PREPARED,
+            {"sql": query.sql, "params": encode_batch(query.params), "principal": query.principal},
+        )
+
+    def redeem_handle(self, handle: bytes, principal: str) -> Query:
+        """The query behind a handle, if it was issued to ``principal``."""
+        body = self.signer.verify(PREPARED, handle, "prepared statement handle")
+        return self._owned(body, principal, "prepared statement handle")
+
+    def redeem_ticket(self, ticket: bytes, principal: str) -> Query:
+        """The query behind a DoGet ticket, if it was issued to ``principal``."""
+        body = self.signer.verify(TICKET, ticket, "ticket")
+        if body.get("kind") != "query":
+            raise InvalidArgument("this ticket is not a query ticket")
+        return self._owned(body, principal, "ticket")
+
+    def _owned(self, body: dict[str, object], principal: str, what: str) -> Query:
+        if body.get("principal", "") != principal:
+            raise flight.FlightUnauthorizedError(f"this {what} was issued to another principal")
+        params = body.get("params")
+        return Query(
+            str(body["sql"]),
+            decode_batch(params if isinstance(params, str) else None),
+            principal,
+        )
+
+    def bind(
+        self, handle: bytes, reader: flight.MetadataRecordBatchReader, principal: str
+    ) -> bytes:
+        """Read one row of parameters from a DoPut stream; return the handle that carries it."""
+        query = self.redeem_handle(handle, principal)
+        try:
+            reader.schema  # noqa: B018 - raises when the client sent no data message
+        except (OSError, pa.ArrowException):
+            raise InvalidArgument(
+                "DoPut for a prepared statement needs a record batch of parameter values"
+            ) from None
+        batches, size = [], 0
+        for chunk in reader:
+            if chunk.data is None:
+                continue
+            size += chunk.data.nbytes
+            if size > MAX_PARAMETER_BYTES:
+                raise InvalidArgument(f"parameter data is larger than {MAX_PARAMETER_BYTES} bytes")
+            batches.append(chunk.data)
+        rows = sum(b.num_rows for b in batches)
+        if rows != 1:
+            raise InvalidArgument(
+                f"a prepared query binds exactly one row of parameters, got {rows}"
+            )
+        params = next(b for b in batches if b.num_rows)
+        expected = placeholders(query.sql)
+        if len(params.schema) != len(expected):
+            raise InvalidArgument(
+                f"the query has {len(expected)} parameter(s) but {len(params.schema)} "
+                "value(s) were bound"
+            )
+        return self.handle(Query(query.sql, params, principal))
