@@ -10,44 +10,93 @@ from flightsql_srv import __version__
 from flightsql_srv.catalog import load_catalog
 from flightsql_srv.config import Settings
 from flightsql_srv.engine import Engine
+from flightsql_srv.health import HealthService
+from flightsql_srv.metrics import Metrics, MetricsMiddlewareFactory
 from flightsql_srv.server import FlightSqlServer
 from flightsql_srv.tickets import Signer
 
-__all__ = ["build_server"]
+__all__ = ["Service"]
 
 log = logging.getLogger("flightsql_srv")
 
 
-def build_server(settings: Settings) -> FlightSqlServer:
-    """Load the catalog, plan the engine and bind the Flight SQL port.
+class Service:
+    """The Flight SQL port and the health port over one engine.
+
+    Construction loads the catalog and binds both ports; :meth:`start` begins health
+    probing; :meth:`serve` blocks until SIGINT/SIGTERM; :meth:`stop` drains and closes.
 
     Raises:
         CatalogError: a catalog file is invalid (the message names file and table).
+        OSError: a port cannot be bound.
     """
-    started = time.monotonic()
-    # Clients see exception text in status details; keep stack frames out of it.
-    sys.tracebacklimit = 0
-    schemas = load_catalog(settings.catalog_dir)
-    engine = Engine(settings, schemas)
-    signer = Signer(settings.ticket_secrets)
-    if signer.ephemeral:
-        log.warning(
-            "no ticket_secret configured: using a random one; replicas behind one load "
-            "balancer must share FLIGHTSQL_SRV_TICKET_SECRET"
+
+    def __init__(self, settings: Settings) -> None:
+        started = time.monotonic()
+        # Clients see exception text in status details; keep stack frames out of it.
+        sys.tracebacklimit = 0
+        self.settings = settings
+        schemas = load_catalog(settings.catalog_dir)
+        self.engine = Engine(settings, schemas)
+        signer = Signer(settings.ticket_secrets)
+        if signer.ephemeral:
+            log.warning(
+                "no ticket_secret configured: using a random one; replicas behind one load "
+                "balancer must share FLIGHTSQL_SRV_TICKET_SECRET"
+            )
+        self.metrics = Metrics()
+        self.flight = FlightSqlServer(
+            f"grpc://{settings.host}:{settings.port}",
+            self.engine,
+            signer,
+            settings.ticket_ttl,
+            middleware={"metrics": MetricsMiddlewareFactory(self.metrics)},
         )
-    server = FlightSqlServer(
-        f"grpc://{settings.host}:{settings.port}", engine, signer, settings.ticket_ttl
-    )
-    log.info(
-        "serving",
-        extra={
-            "fields": {
-                "version": __version__,
-                "address": f"{settings.host}:{server.port}",
-                "catalog": str(settings.catalog_dir),
-                "tables": sum(len(s.tables) for s in schemas),
-                "startup_s": round(time.monotonic() - started, 3),
-            }
-        },
-    )
-    return server
+        self.health = HealthService(
+            settings.host,
+            settings.health_port,
+            self.engine.probe,
+            on_change=self.metrics.health_serving.set,
+        )
+        self.port: int = self.flight.port
+        self.health_port = self.health.port
+        self.metrics_port: int | None = None
+        if settings.metrics_port >= 0:
+            self.metrics_port = self.metrics.serve(settings.host, settings.metrics_port)
+        self._startup_s = time.monotonic() - started
+        self._stopped = False
+
+    def start(self) -> None:
+        """Start health probing; the Flight port already accepts calls."""
+        self.health.start()
+        log.info(
+            "serving",
+            extra={
+                "fields": {
+                    "version": __version__,
+                    "address": f"{self.settings.host}:{self.port}",
+                    "health_address": f"{self.settings.host}:{self.health_port}",
+                    "metrics_port": self.metrics_port,
+                    "catalog": str(self.settings.catalog_dir),
+                    "tables": sum(len(s.tables) for s in self.engine.schemas),
+                    "startup_s": round(self._startup_s, 3),
+                }
+            },
+        )
+
+    def serve(self) -> None:
+        """Block until SIGINT or SIGTERM, then stop."""
+        try:
+            self.flight.serve()
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """Report NOT_SERVING, finish in-flight calls, close both ports."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.health.drain()
+        self.flight.shutdown()
+        self.health.stop()
+        log.info("stopped")

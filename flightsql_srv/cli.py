@@ -67,16 +67,37 @@ def serve(config_file: Path | None, **flags: Any) -> None:
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     configure_logging(settings.log_level, settings.log_format)
-    from flightsql_srv.app import build_server  # heavy imports only when serving
+    from flightsql_srv.app import Service  # heavy imports only when serving
 
     try:
-        server = build_server(settings)
+        service = Service(settings)
     except CatalogError as exc:
         raise click.UsageError(f"catalog: {exc}") from None
     except OSError as exc:
         click.echo(f"Error: cannot listen on {settings.host}:{settings.port}: {exc}", err=True)
         sys.exit(1)
-    server.serve()
+    service.start()
+    service.serve()
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Health port address.")
+@click.option("--port", default=50052, show_default=True, help="Health port.")
+@click.option("--service", default="", help="Service name to check ('' = the whole server).")
+@click.option("--timeout", default=3.0, show_default=True, help="Seconds to wait for an answer.")
+def healthcheck(host: str, port: int, service: str, timeout: float) -> None:
+    """Exit 0 when the server reports SERVING, 1 otherwise (for Docker HEALTHCHECK)."""
+    import grpc
+
+    from flightsql_srv.health import check
+
+    try:
+        status = check(host, port, service, timeout)
+    except grpc.RpcError as exc:
+        click.echo(f"UNHEALTHY {host}:{port}: {exc.code().name} {exc.details() or ''}".strip())
+        sys.exit(1)
+    click.echo(f"{status} {host}:{port} service={service!r}")
+    sys.exit(0 if status == "SERVING" else 1)
 
 
 @main.command("config-reference")

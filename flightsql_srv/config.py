@@ -22,7 +22,6 @@ __all__ = [
     "ENV_PREFIX",
     "load_settings",
     "default_catalog_dir",
-    "default_macros_dir",
     "setting_fields",
     "field_type",
 ]
@@ -51,11 +50,6 @@ def default_catalog_dir() -> Path:
     return _bundled("catalog")
 
 
-def default_macros_dir() -> Path:
-    """The shipped user macros (``macros/`` of the source tree or the installed wheel)."""
-    return _bundled("macros")
-
-
 def _opt(default: Any, help: str, *, secret: bool = False, flag: bool = True) -> Any:
     return field(
         default=default, repr=not secret, metadata={"help": help, "secret": secret, "flag": flag}
@@ -73,7 +67,6 @@ class Settings:
     catalog: Path = _opt(
         Path(), "Directory of catalog TOML files (default: the embedded demo catalog)."
     )
-    macros: Path = _opt(Path(), "Directory of user macro TOML files (default: shipped macros/).")
     catalog_name: str = _opt("flightsql", "Name of the single SQL catalog the tables live in.")
     ticket_secret: str = _opt(
         "",
@@ -114,11 +107,6 @@ class Settings:
     def catalog_dir(self) -> Path:
         """The catalog directory to load (the embedded demo when none was given)."""
         return self.catalog if self.catalog != Path() else default_catalog_dir()
-
-    @property
-    def macros_dir(self) -> Path:
-        """The user macro directory to load."""
-        return self.macros if self.macros != Path() else default_macros_dir()
 
     @property
     def ticket_secrets(self) -> list[bytes]:

@@ -90,6 +90,12 @@ class Engine:
             raise _planning_error(exc) from None
         return Plan(sql, frame)
 
+    def probe(self) -> None:
+        """Plan and run a trivial query; raises when the engine cannot answer."""
+        rows = self.plan("SELECT 1 AS probe").reader().read_all().num_rows
+        if rows != 1:
+            raise RuntimeError(f"probe query returned {rows} rows instead of 1")
+
     def parameter_schema(self, sql: str) -> pa.Schema:
         """One field per placeholder, named after it; types are unknown (``null``)."""
         return pa.schema([pa.field(name, pa.null()) for name in placeholders(sql)])

@@ -1,0 +1,115 @@
+"""Deterministic 30-day metrics time series written once to ``bench/.data/`` as Parquet.
+
+Row ``i`` is tick ``i // 100`` of series ``i % 100`` (20 hosts x 5 metrics), so the file is
+sorted by time; values are a daily cycle plus seeded noise. Generation streams row groups of
+about one million rows, so memory stays low and 10 M rows take a few seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+__all__ = ["DATA_DIR", "HOSTS", "METRICS", "SCHEMA", "Dataset", "ensure_dataset", "generate"]
+
+DATA_DIR = Path(__file__).resolve().parent / ".data"
+HOSTS = tuple(f"host-{i:02d}" for i in range(20))
+METRICS = ("cpu", "memory", "disk_io", "net_in", "net_out")
+SCHEMA = pa.schema(
+    [
+        pa.field("time", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("host", pa.string(), nullable=False),
+        pa.field("metric", pa.string(), nullable=False),
+        pa.field("value", pa.float64(), nullable=False),
+    ]
+)
+ROW_GROUP_ROWS = 1_000_000
+SPAN_US = 30 * 86_400 * 1_000_000
+START_US = 1_735_689_600 * 1_000_000  # 2025-01-01T00:00:00Z
+_SERIES = len(HOSTS) * len(METRICS)
+_BASE = np.array([40.0, 60.0, 120.0, 500.0, 300.0])  # per metric
+_AMPLITUDE = np.array([20.0, 10.0, 80.0, 300.0, 200.0])
+_FORMAT_VERSION = 1  # bump when the generated content changes
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """The Parquet file a run uses."""
+
+    path: Path
+    rows: int
+    bytes_on_disk: int
+    row_groups: int
+    generated: bool
+    generation_s: float
+
+
+def _chunk(start: int, stop: int, step_us: int, rng: np.random.Generator) -> pa.Table:
+    i = np.arange(start, stop, dtype=np.int64)
+    series = i % _SERIES
+    host_idx = (series // len(METRICS)).astype(np.int32)
+    metric_idx = (series % len(METRICS)).astype(np.int32)
+    time_us = START_US + (i // _SERIES) * step_us
+    day_phase = (time_us % 86_400_000_000) / 86_400_000_000 * 2 * np.pi
+    value = _BASE[metric_idx] + _AMPLITUDE[metric_idx] * np.sin(day_phase + host_idx * 0.3)
+    value += rng.normal(0.0, 5.0, size=len(i))
+    hosts = pa.DictionaryArray.from_arrays(pa.array(host_idx), pa.array(HOSTS))
+    metrics = pa.DictionaryArray.from_arrays(pa.array(metric_idx), pa.array(METRICS))
+    return pa.Table.from_arrays(
+        [
+            pa.array(time_us, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+            hosts.cast(pa.string()),
+            metrics.cast(pa.string()),
+            pa.array(value, pa.float64()),
+        ],
+        schema=SCHEMA,
+    )
+
+
+def generate(path: Path, rows: int, seed: int = 42) -> None:
+    """Write ``rows`` rows to ``path`` (atomically: a temporary file is renamed into place)."""
+    if rows <= 0:
+        raise ValueError(f"rows must be positive, got {rows}")
+    ticks = -(-rows // _SERIES)
+    step_us = max(SPAN_US // ticks, 1)
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        with pq.ParquetWriter(tmp, SCHEMA, compression="snappy") as writer:
+            for start in range(0, rows, ROW_GROUP_ROWS):
+                stop = min(start + ROW_GROUP_ROWS, rows)
+                writer.write_table(_chunk(start, stop, step_us, rng), row_group_size=ROW_GROUP_ROWS)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def ensure_dataset(rows: int, data_dir: Path = DATA_DIR, seed: int = 42) -> Dataset:
+    """The cached file for ``rows`` rows, generated first when missing or unreadable."""
+    path = data_dir / f"points_{rows}_seed{seed}_v{_FORMAT_VERSION}.parquet"
+    generated = False
+    started = time.perf_counter()
+    try:
+        meta = pq.read_metadata(path)
+        valid = meta.num_rows == rows and meta.schema.to_arrow_schema().equals(SCHEMA)
+    except (OSError, pa.ArrowInvalid):
+        valid = False
+    if not valid:
+        generate(path, rows, seed)
+        generated = True
+        meta = pq.read_metadata(path)
+    return Dataset(
+        path=path,
+        rows=meta.num_rows,
+        bytes_on_disk=path.stat().st_size,
+        row_groups=meta.num_row_groups,
+        generated=generated,
+        generation_s=time.perf_counter() - started if generated else 0.0,
+    )

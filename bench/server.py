@@ -1,0 +1,193 @@
+"""The server under test as a subprocess on loopback, plus an RSS sampler for it.
+
+:func:`running_server` writes a temporary catalog declaring the benchmark file as
+``bench.points``, starts ``python -m flightsql_srv serve`` on free ports, waits (bounded) until
+it answers and always terminates it, even when the benchmark fails or is interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pyarrow.flight as flight
+
+__all__ = ["ROOT", "ServerProcess", "RssSampler", "running_server", "free_ports"]
+
+ROOT = Path(__file__).resolve().parent.parent
+TICKET_SECRET = "bench-secret"
+
+
+@dataclass
+class ServerProcess:
+    """A started server: its process, Flight SQL URI and log file."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def uri(self) -> str:
+        return f"grpc://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        """Terminate the server (SIGTERM, then SIGKILL after 10 s); safe to call twice."""
+        if self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free TCP ports on 127.0.0.1 (all sockets held until all are picked)."""
+    with ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            s = stack.enter_context(socket.socket())
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+        return ports
+
+
+def _write_catalog(directory: Path, parquet: Path) -> None:
+    source = parquet.resolve().as_posix().replace("\\", "\\\\").replace('"', '\\"')
+    (directory / "bench.toml").write_text(
+        'description = "flightsql-srv benchmark data"\n\n'
+        "[tables.points]\n"
+        f'source = "{source}"\n'
+        'format = "parquet"\n'
+        'time_column = "time"\n'
+        'description = "30 days, 20 hosts x 5 metrics"\n',
+        encoding="utf-8",
+    )
+
+
+def _wait_ready(server: ServerProcess, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if server.proc.poll() is not None:
+            raise RuntimeError(
+                f"server exited with code {server.proc.returncode} before answering:\n"
+                + server.log_tail()
+            )
+        try:
+            with flight.connect(server.uri) as client:
+                client.wait_for_available(timeout=0.5)
+                list(client.list_actions())
+            return
+        except (flight.FlightError, OSError):
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"server did not answer within {timeout:.0f} s:\n" + server.log_tail()
+                ) from None
+            time.sleep(0.1)
+
+
+@contextmanager
+def running_server(parquet: Path, ready_timeout: float = 60.0) -> Iterator[ServerProcess]:
+    """Serve ``parquet`` as ``bench.points``; yields once the server answers."""
+    with tempfile.TemporaryDirectory(prefix="flightsql-bench-") as tmp:
+        catalog = Path(tmp) / "catalog"
+        catalog.mkdir()
+        _write_catalog(catalog, parquet)
+        port, health_port = free_ports(2)
+        cmd = [
+            sys.executable,
+            "-m",
+            "flightsql_srv",
+            "serve",
+            "--port",
+            str(port),
+            "--health-port",
+            str(health_port),
+            "--metrics-port",
+            "-1",
+            "--catalog",
+            str(catalog),
+            "--ticket-secret",
+            TICKET_SECRET,
+            "--log-level",
+            "warning",
+        ]
+        log_path = Path(tmp) / "server.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                cmd,
+                cwd=ROOT,
+                env=os.environ.copy(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        server = ServerProcess(proc, port, log_path)
+        try:
+            _wait_ready(server, ready_timeout)
+            yield server
+        finally:
+            server.stop()
+
+
+class RssSampler:
+    """Samples a process's resident set size every ``interval`` seconds in a thread.
+
+    Use as a context manager around the measured section; ``peak`` is the highest sample
+    seen, including one taken on entry and one on exit.
+    """
+
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
+        self._process = psutil.Process(pid)
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+        self.samples: list[int] = []
+
+    def rss(self) -> int:
+        """The current RSS in bytes (0 once the process is gone)."""
+        try:
+            value: int = self._process.memory_info().rss
+        except psutil.Error:
+            return 0
+        return value
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.samples.append(self.rss())
+
+    @property
+    def peak(self) -> int:
+        return max(self.samples, default=0)
+
+    def __enter__(self) -> RssSampler:
+        self.samples.append(self.rss())
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.samples.append(self.rss())

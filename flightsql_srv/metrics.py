@@ -1,0 +1,85 @@
+"""Prometheus metrics: per-RPC counts, latency and in-flight calls, health, build info.
+
+RPCs are measured by a Flight server middleware, so a DoGet is timed from the call to the
+last batch leaving, without Python in the streaming path.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pyarrow.flight as flight
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+
+from flightsql_srv import __version__
+
+__all__ = ["Metrics", "MetricsMiddlewareFactory"]
+
+_METHODS = {m: m.name.lower() for m in flight.FlightMethod}
+
+
+class Metrics:
+    """The server's metric families, in their own registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.rpcs = Counter(
+            "flightsql_rpcs",
+            "Flight RPCs handled, by method and outcome (ok or the error class).",
+            ["method", "outcome"],
+            registry=self.registry,
+        )
+        self.rpc_seconds = Histogram(
+            "flightsql_rpc_duration_seconds",
+            "Time from RPC start to its last message, by method.",
+            ["method"],
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120),
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "flightsql_rpcs_in_flight",
+            "RPCs currently running.",
+            ["method"],
+            registry=self.registry,
+        )
+        self.health_serving = Gauge(
+            "flightsql_health_serving",
+            "1 when the health port reports SERVING.",
+            registry=self.registry,
+        )
+        Info("flightsql_build", "Server build.", registry=self.registry).info(
+            {"version": __version__}
+        )
+
+    def serve(self, host: str, port: int) -> int:
+        """Expose ``/metrics`` over HTTP; returns the bound port."""
+        server, _ = start_http_server(port, addr=host, registry=self.registry)
+        bound: int = server.server_port
+        return bound
+
+
+class _CallMetrics(flight.ServerMiddleware):  # type: ignore[misc]
+    def __init__(self, metrics: Metrics, method: str) -> None:
+        self._metrics = metrics
+        self._method = method
+        self._started = time.perf_counter()
+        metrics.in_flight.labels(method).inc()
+
+    def call_completed(self, exception: BaseException | None) -> None:
+        m = self._metrics
+        m.in_flight.labels(self._method).dec()
+        m.rpc_seconds.labels(self._method).observe(time.perf_counter() - self._started)
+        outcome = "ok" if exception is None else type(exception).__name__
+        m.rpcs.labels(self._method, outcome).inc()
+
+
+class MetricsMiddlewareFactory(flight.ServerMiddlewareFactory):  # type: ignore[misc]
+    """Times every RPC and counts its outcome."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        super().__init__()
+        self._metrics = metrics
+
+    def start_call(self, info: Any, headers: dict[str, list[str]]) -> _CallMetrics:
+        return _CallMetrics(self._metrics, _METHODS.get(info.method, str(info.method)))

@@ -1,0 +1,116 @@
+"""Shared fixtures: real servers on 127.0.0.1 with free ports, always torn down."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import adbc_driver_flightsql.dbapi as adbc
+import pyarrow.flight as flight
+import pytest
+
+from flightsql_srv.app import Service
+from flightsql_srv.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_SECRET = "test-secret"
+
+
+@contextmanager
+def running_server(**overrides: Any) -> Iterator[Service]:
+    """An in-process service on free ports, health probing started; ``.port`` is Flight's."""
+    values: dict[str, Any] = {
+        "port": 0,
+        "health_port": 0,
+        "metrics_port": -1,
+        "ticket_secret": TEST_SECRET,
+        **overrides,
+    }
+    service = Service(Settings(**values))
+    try:
+        service.start()
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[Service]:
+    """The demo catalog, served once for the whole session."""
+    with running_server() as srv:
+        yield srv
+
+
+@pytest.fixture(scope="session")
+def uri(server: Service) -> str:
+    return f"grpc://127.0.0.1:{server.port}"
+
+
+@pytest.fixture
+def client(uri: str) -> Iterator[flight.FlightClient]:
+    with flight.connect(uri) as c:
+        yield c
+
+
+@pytest.fixture
+def conn(uri: str) -> Iterator[Any]:
+    """An ADBC DB-API connection (autocommit, as the server has no transactions)."""
+    with adbc.connect(uri, autocommit=True) as c:
+        yield c
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextmanager
+def server_process(
+    *args: str, env: dict[str, str] | None = None, ready_timeout: float = 30.0
+) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """``flightsql-srv serve`` as a subprocess; yields (process, port) once it answers."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "flightsql_srv", "serve", "--port", str(port), *args]
+    if "--health-port" not in args:
+        cmd += ["--health-port", str(free_port())]
+    if "--metrics-port" not in args:
+        cmd += ["--metrics-port", "-1"]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}: {proc.stdout.read()}")  # type: ignore[union-attr]
+            try:
+                with flight.connect(f"grpc://127.0.0.1:{port}") as c:
+                    c.wait_for_available(timeout=0.5)
+                    list(c.list_actions())
+                break
+            except (flight.FlightError, OSError):
+                if time.monotonic() > deadline:
+                    raise TimeoutError("server did not answer in time") from None
+                time.sleep(0.1)
+        yield proc, port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
