@@ -69,7 +69,7 @@ class HealthService:
     def start(self) -> None:
         """Run one probe now (so readiness is known at once), then keep probing."""
         self._server.start()
-        self._tick()
+        self.check_now()
         self._thread.start()
 
     def drain(self) -> None:
@@ -87,9 +87,14 @@ class HealthService:
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):
-            self._tick()
+            self.check_now()
 
-    def _tick(self) -> None:
+    def check_now(self) -> bool:
+        """Run (or keep waiting for) the probe and publish the result; returns it.
+
+        A failing probe means NOT_SERVING at once; a probe that hangs keeps the last
+        success valid until it is ``stale_after`` seconds old.
+        """
         if self._pending is None or self._pending.done():
             self._pending = self._runner.submit(self._probe)
         try:
@@ -99,7 +104,10 @@ class HealthService:
             log.warning("health probe still running: the engine may be stuck")
         except Exception as exc:
             log.warning("health probe failed", extra={"fields": {"error": str(exc)}})
-        self._publish(time.monotonic() - self._last_ok <= self._stale_after)
+            self._last_ok = float("-inf")
+        serving = time.monotonic() - self._last_ok <= self._stale_after
+        self._publish(serving)
+        return serving
 
     def _publish(self, serving: bool) -> None:
         if self._draining or serving == self.serving:
