@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -10,10 +11,11 @@ import pyarrow as pa
 import pyarrow.flight as flight
 from google.protobuf.message import Message
 
+from flightsql_srv.discovery import METADATA_COMMANDS, Discovery
 from flightsql_srv.engine import Engine
 from flightsql_srv.errors import InvalidArgument, Unimplemented, rpc_boundary
 from flightsql_srv.protocol import InvalidCommand, flight_pb2, pack, sql_pb2, unpack_command
-from flightsql_srv.sqlinfo import sql_info_table, sql_info_values
+from flightsql_srv.sqlinfo import sql_info_values
 from flightsql_srv.statements import Query, Statements
 from flightsql_srv.tickets import TICKET, Signer
 
@@ -55,12 +57,13 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         super().__init__(location, **kwargs)
         self.engine = engine
         self.statements = Statements(engine, signer, ticket_ttl)
-        self.sql_info = sql_info_values(engine.ctx)
+        self.discovery = Discovery(engine, sql_info_values(engine.ctx))
         self._info_handlers: dict[type[Message], Callable[..., flight.FlightInfo]] = {
             sql_pb2.CommandStatementQuery: self._statement_info,
             sql_pb2.CommandPreparedStatementQuery: self._prepared_info,
-            sql_pb2.CommandGetSqlInfo: self._metadata_info,
         }
+        for command in METADATA_COMMANDS:
+            self._info_handlers[command] = self._metadata_info
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -109,15 +112,14 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         return self.statements.flight_info(query, descriptor)
 
     def _metadata_info(
-        self,
-        command: sql_pb2.CommandGetSqlInfo,
-        descriptor: flight.FlightDescriptor,
-        principal: str,
+        self, command: Message, descriptor: flight.FlightDescriptor, principal: str
     ) -> flight.FlightInfo:
-        ids = list(command.info)
-        schema = sql_info_table(self.sql_info, ids).schema
-        body = {"kind": "sql_info", "ids": ids, "principal": principal}
-        return self._ticket_info(body, schema, descriptor)
+        body = {
+            "kind": "metadata",
+            "command": base64.b64encode(descriptor.command).decode(),
+            "principal": principal,
+        }
+        return self._ticket_info(body, self.discovery.schema(command), descriptor)
 
     def get_flight_info(
         self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor
@@ -148,8 +150,9 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
             body = self.statements.signer.verify(TICKET, ticket.ticket, "ticket")
             if body.get("principal", "") != principal:
                 raise flight.FlightUnauthorizedError("this ticket was issued to another principal")
-            if body.get("kind") == "sql_info":
-                return flight.RecordBatchStream(sql_info_table(self.sql_info, body["ids"]))
+            if body.get("kind") == "metadata":
+                command = unpack_command(base64.b64decode(body["command"]))
+                return _table_stream(self.discovery.table(command))
             query = self.statements.redeem_ticket(ticket.ticket, principal)
             return flight.RecordBatchStream(self.statements.plan(query).reader())
 
@@ -219,3 +222,10 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
                 f"{action.type} expects {expected.DESCRIPTOR.name}, got {command.DESCRIPTOR.name}"
             )
         return command
+
+
+def _table_stream(table: pa.Table) -> flight.RecordBatchStream:
+    """Stream a small metadata table; an empty one sends no batch at all (Grafana reads a
+    missing batch as "not found" but fails on an empty one)."""
+    batches = [b for b in table.to_batches() if b.num_rows]
+    return flight.RecordBatchStream(pa.RecordBatchReader.from_batches(table.schema, batches))

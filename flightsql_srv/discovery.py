@@ -1,0 +1,234 @@
+"""Metadata commands: catalogs, schemas, tables, table types, keys, XDBC type info.
+
+Answers come from the live DataFusion catalog, with the exact result schemas (names, types
+and nullability) of the Flight SQL specification; ADBC compares them field by field.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pyarrow as pa
+from google.protobuf.message import Message
+
+from flightsql_srv.engine import Engine
+from flightsql_srv.protocol import sql_pb2
+from flightsql_srv.results import portable_schema
+from flightsql_srv.sqlinfo import SqlInfoValue, sql_info_table
+from flightsql_srv.xdbc import XDBC_SCHEMA, xdbc_type_info
+
+__all__ = ["Discovery", "METADATA_COMMANDS", "like_to_regex"]
+
+
+def _f(name: str, type_: pa.DataType, nullable: bool = True) -> pa.Field:
+    return pa.field(name, type_, nullable=nullable)
+
+
+_UTF8 = pa.string()
+CATALOGS_SCHEMA = pa.schema([_f("catalog_name", _UTF8, False)])
+DB_SCHEMAS_SCHEMA = pa.schema([_f("catalog_name", _UTF8), _f("db_schema_name", _UTF8, False)])
+TABLES_SCHEMA = pa.schema(
+    [
+        _f("catalog_name", _UTF8),
+        _f("db_schema_name", _UTF8),
+        _f("table_name", _UTF8, False),
+        _f("table_type", _UTF8, False),
+    ]
+)
+TABLES_WITH_SCHEMA = TABLES_SCHEMA.append(_f("table_schema", pa.binary(), False))
+TABLE_TYPES_SCHEMA = pa.schema([_f("table_type", _UTF8, False)])
+PRIMARY_KEYS_SCHEMA = pa.schema(
+    [
+        _f("catalog_name", _UTF8),
+        _f("db_schema_name", _UTF8),
+        _f("table_name", _UTF8, False),
+        _f("column_name", _UTF8, False),
+        _f("key_sequence", pa.int32(), False),
+        _f("key_name", _UTF8),
+    ]
+)
+FOREIGN_KEYS_SCHEMA = pa.schema(
+    [
+        _f("pk_catalog_name", _UTF8),
+        _f("pk_db_schema_name", _UTF8),
+        _f("pk_table_name", _UTF8, False),
+        _f("pk_column_name", _UTF8, False),
+        _f("fk_catalog_name", _UTF8),
+        _f("fk_db_schema_name", _UTF8),
+        _f("fk_table_name", _UTF8, False),
+        _f("fk_column_name", _UTF8, False),
+        _f("key_sequence", pa.int32(), False),
+        _f("fk_key_name", _UTF8),
+        _f("pk_key_name", _UTF8),
+        _f("update_rule", pa.uint8(), False),
+        _f("delete_rule", pa.uint8(), False),
+    ]
+)
+_TABLE_TYPES = ["BASE TABLE", "VIEW"]
+_INFORMATION_SCHEMA = "information_schema"
+
+#: Metadata commands answered by :class:`Discovery` (GetFlightInfo → DoGet).
+METADATA_COMMANDS: tuple[type[Message], ...] = (
+    sql_pb2.CommandGetCatalogs,
+    sql_pb2.CommandGetDbSchemas,
+    sql_pb2.CommandGetTables,
+    sql_pb2.CommandGetTableTypes,
+    sql_pb2.CommandGetSqlInfo,
+    sql_pb2.CommandGetXdbcTypeInfo,
+    sql_pb2.CommandGetPrimaryKeys,
+    sql_pb2.CommandGetExportedKeys,
+    sql_pb2.CommandGetImportedKeys,
+    sql_pb2.CommandGetCrossReference,
+)
+
+
+def like_to_regex(pattern: str) -> re.Pattern[str]:
+    """A SQL LIKE pattern (``%``, ``_``, ``\\`` escapes) as an anchored regex."""
+    out, escaped = [], False
+    for ch in pattern:
+        if escaped:
+            out.append(re.escape(ch))
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == "%":
+            out.append(".*")
+        elif ch == "_":
+            out.append(".")
+        else:
+            out.append(re.escape(ch))
+    if escaped:
+        out.append(re.escape("\\"))
+    return re.compile("".join(out), re.DOTALL)
+
+
+def _matches(pattern: str | None, value: str) -> bool:
+    return pattern is None or like_to_regex(pattern).fullmatch(value) is not None
+
+
+def _opt(command: Message, name: str) -> Any:
+    """An ``optional`` proto field's value, or None when it was not sent."""
+    return getattr(command, name) if command.HasField(name) else None
+
+
+class Discovery:
+    """Builds the result of each metadata command from the engine's catalog.
+
+    Args:
+        engine: the engine whose catalog is described.
+        sql_info: SqlInfo values (see :mod:`flightsql_srv.sqlinfo`).
+        show_information_schema: list DataFusion's ``information_schema`` as a schema.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        sql_info: dict[int, SqlInfoValue],
+        show_information_schema: bool = False,
+    ) -> None:
+        self.engine = engine
+        self.sql_info = sql_info
+        self.show_information_schema = show_information_schema
+
+    def schema(self, command: Message) -> pa.Schema:
+        """The result schema of ``command``, known without running it."""
+        if isinstance(command, sql_pb2.CommandGetTables):
+            return TABLES_WITH_SCHEMA if command.include_schema else TABLES_SCHEMA
+        if isinstance(command, sql_pb2.CommandGetSqlInfo):
+            return sql_info_table(self.sql_info, command.info).schema
+        return {
+            sql_pb2.CommandGetCatalogs: CATALOGS_SCHEMA,
+            sql_pb2.CommandGetDbSchemas: DB_SCHEMAS_SCHEMA,
+            sql_pb2.CommandGetTableTypes: TABLE_TYPES_SCHEMA,
+            sql_pb2.CommandGetXdbcTypeInfo: XDBC_SCHEMA,
+            sql_pb2.CommandGetPrimaryKeys: PRIMARY_KEYS_SCHEMA,
+            sql_pb2.CommandGetExportedKeys: FOREIGN_KEYS_SCHEMA,
+            sql_pb2.CommandGetImportedKeys: FOREIGN_KEYS_SCHEMA,
+            sql_pb2.CommandGetCrossReference: FOREIGN_KEYS_SCHEMA,
+        }[type(command)]
+
+    def table(self, command: Message) -> pa.Table:
+        """The full result of ``command``."""
+        c = sql_pb2
+        if isinstance(command, c.CommandGetCatalogs):
+            return pa.table({"catalog_name": [self.engine.catalog_name]}, CATALOGS_SCHEMA)
+        if isinstance(command, c.CommandGetDbSchemas):
+            return self._db_schemas(command)
+        if isinstance(command, c.CommandGetTables):
+            return self._tables(command)
+        if isinstance(command, c.CommandGetTableTypes):
+            return pa.table({"table_type": _TABLE_TYPES}, TABLE_TYPES_SCHEMA)
+        if isinstance(command, c.CommandGetSqlInfo):
+            return sql_info_table(self.sql_info, command.info)
+        if isinstance(command, c.CommandGetXdbcTypeInfo):
+            return xdbc_type_info(_opt(command, "data_type"))
+        # No declared keys: DataFusion tables carry no constraints.
+        return self.schema(command).empty_table()
+
+    def _catalog_matches(self, catalog: str | None) -> bool:
+        return catalog is None or catalog == self.engine.catalog_name
+
+    def _schema_names(self) -> list[str]:
+        names = self.engine.ctx.catalog(self.engine.catalog_name).schema_names()
+        if not self.show_information_schema:
+            names.discard(_INFORMATION_SCHEMA)
+        elif _INFORMATION_SCHEMA not in names:
+            names.add(_INFORMATION_SCHEMA)
+        return sorted(names)
+
+    def _db_schemas(self, command: Message) -> pa.Table:
+        names: list[str] = []
+        if self._catalog_matches(_opt(command, "catalog")):
+            pattern = _opt(command, "db_schema_filter_pattern")
+            names = [s for s in self._schema_names() if _matches(pattern, s)]
+        return pa.table(
+            {"catalog_name": [self.engine.catalog_name] * len(names), "db_schema_name": names},
+            DB_SCHEMAS_SCHEMA,
+        )
+
+    def table_rows(
+        self, schema_pattern: str | None = None, table_pattern: str | None = None
+    ) -> list[tuple[str, str, str]]:
+        """(schema, table, type) of every visible table, ordered by schema then name."""
+        listing = self.engine.ctx.sql(
+            "SELECT table_schema, table_name, table_type FROM information_schema.tables "
+            f"WHERE table_catalog = '{self.engine.catalog_name.replace(chr(39), chr(39) * 2)}'"
+        ).to_pydict()
+        visible = set(self._schema_names())
+        rows = [
+            (s, t, kind)
+            for s, t, kind in zip(
+                listing["table_schema"], listing["table_name"], listing["table_type"], strict=True
+            )
+            if s in visible and _matches(schema_pattern, s) and _matches(table_pattern, t)
+        ]
+        return sorted(rows)
+
+    def _tables(self, command: sql_pb2.CommandGetTables) -> pa.Table:
+        rows: list[tuple[str, str, str]] = []
+        if self._catalog_matches(_opt(command, "catalog")):
+            rows = self.table_rows(
+                _opt(command, "db_schema_filter_pattern"),
+                _opt(command, "table_name_filter_pattern"),
+            )
+        if command.table_types:
+            wanted = set(command.table_types)
+            rows = [r for r in rows if r[2] in wanted]
+        columns: dict[str, list[Any]] = {
+            "catalog_name": [self.engine.catalog_name] * len(rows),
+            "db_schema_name": [r[0] for r in rows],
+            "table_name": [r[1] for r in rows],
+            "table_type": [r[2] for r in rows],
+        }
+        if not command.include_schema:
+            return pa.table(columns, TABLES_SCHEMA)
+        columns["table_schema"] = [
+            self.table_schema(s, t).serialize().to_pybytes() for s, t, _ in rows
+        ]
+        return pa.table(columns, TABLES_WITH_SCHEMA)
+
+    def table_schema(self, schema: str, table: str) -> pa.Schema:
+        """The Arrow schema clients get when they select every column of a table."""
+        name = f'"{schema.replace(chr(34), chr(34) * 2)}"."{table.replace(chr(34), chr(34) * 2)}"'
+        return portable_schema(self.engine.ctx.table(name).schema())
