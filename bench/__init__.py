@@ -7,19 +7,3 @@ throughput (ADBC and raw pyarrow.flight) and server RSS, then writes
 """
 
 from __future__ import annotations
-
-__all__ = ["RESULT_KEYS"]
-
-#: Top-level keys of ``latest.json`` (the test checks them).
-RESULT_KEYS = (
-    "schema_version",
-    "date",
-    "quick",
-    "config",
-    "machine",
-    "data",
-    "select1",
-    "full_scan",
-    "server_rss",
-    "runtime_s",
-)

@@ -170,7 +170,7 @@ class Discovery:
         return catalog is None or catalog == self.engine.catalog_name
 
     def _schema_names(self) -> list[str]:
-        names = self.engine.ctx.catalog(self.engine.catalog_name).schema_names()
+        names = self.engine.schema_names()
         if not self.show_information_schema:
             names.discard(_INFORMATION_SCHEMA)
         elif _INFORMATION_SCHEMA not in names:

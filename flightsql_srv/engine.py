@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import itertools
 import re
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import pyarrow as pa
-from datafusion import DataFrame, SessionConfig, SessionContext, SQLOptions
+from datafusion import DataFrame, LogicalPlan, SessionConfig, SessionContext, SQLOptions
+from datafusion.substrait import Consumer, Serde
 
 from flightsql_srv.catalog import SchemaDecl, register_catalog
 from flightsql_srv.config import Settings
 from flightsql_srv.errors import InvalidArgument
 from flightsql_srv.results import portable_reader, portable_schema
+from flightsql_srv.sessions import SessionOptions
 from flightsql_srv.sqltext import placeholders
 
 __all__ = ["Engine", "Plan", "MAX_SQL_BYTES"]
@@ -25,6 +29,9 @@ __all__ = ["Engine", "Plan", "MAX_SQL_BYTES"]
 MAX_SQL_BYTES = 1024 * 1024
 _READ_ONLY = SQLOptions().with_allow_ddl(False).with_allow_dml(False).with_allow_statements(False)
 _REJECTED = re.compile(r"(DDL|DML|Statement) not supported: (\w+)")
+_MAX_CONTEXTS = 64
+#: Logical plan node names that would change state; a Substrait plan must not contain them.
+_WRITE_NODES = re.compile(r"^(Dml|Ddl|Copy|Create|Drop|Insert|Statement|SetVariable)")
 
 
 @dataclass(frozen=True)
@@ -57,23 +64,67 @@ class Plan:
 
 
 class Engine:
-    """Owns the DataFusion session for one catalog and plans read-only queries."""
+    """Owns the DataFusion sessions for one catalog and plans read-only queries.
+
+    Tables are registered once, in the base context. Session options (default schema, time
+    zone) get their own context that shares the base context's schema providers, so no data
+    or listing is copied; those contexts are cached (bounded, least recently used first out).
+    """
 
     def __init__(self, settings: Settings, schemas: list[SchemaDecl]) -> None:
-        config = (
-            SessionConfig()
-            .with_default_catalog_and_schema(settings.catalog_name, "public")
-            .with_information_schema(True)
-            .with_batch_size(settings.batch_size)
-        )
-        if settings.target_partitions:
-            config = config.with_target_partitions(settings.target_partitions)
         self.catalog_name = settings.catalog_name
-        self.ctx = SessionContext(config)
+        self._settings = settings
+        self.ctx = self._new_context(SessionOptions())
         register_catalog(self.ctx, settings.catalog_name, schemas)
         self.schemas = schemas
+        self._contexts: OrderedDict[SessionOptions, SessionContext] = OrderedDict()
+        self._contexts[SessionOptions()] = self.ctx
+        self._lock = threading.Lock()
 
-    def plan(self, sql: str, params: pa.RecordBatch | None = None) -> Plan:
+    def _new_context(self, options: SessionOptions) -> SessionContext:
+        config = (
+            SessionConfig()
+            .with_default_catalog_and_schema(self.catalog_name, options.schema or "public")
+            .with_information_schema(True)
+            .with_batch_size(self._settings.batch_size)
+        )
+        if self._settings.target_partitions:
+            config = config.with_target_partitions(self._settings.target_partitions)
+        if options.timezone:
+            config = config.set("datafusion.execution.time_zone", options.timezone)
+        return SessionContext(config)
+
+    def context(self, options: SessionOptions) -> SessionContext:
+        """The session context for ``options`` (the base context for the defaults)."""
+        with self._lock:
+            ctx = self._contexts.get(options)
+            if ctx is not None:
+                self._contexts.move_to_end(options)
+                return ctx
+        ctx = self._new_context(options)
+        base, view = self.ctx.catalog(self.catalog_name), ctx.catalog(self.catalog_name)
+        for name in base.schema_names():
+            if name in view.schema_names():
+                view.deregister_schema(name)
+            view.register_schema(name, base.schema(name))
+        with self._lock:
+            self._contexts[options] = ctx
+            while len(self._contexts) > _MAX_CONTEXTS:
+                oldest = next(k for k in self._contexts if k != SessionOptions())
+                del self._contexts[oldest]
+        return ctx
+
+    def schema_names(self) -> set[str]:
+        """Schemas of the catalog (including DataFusion's ``information_schema``)."""
+        names: set[str] = self.ctx.catalog(self.catalog_name).schema_names()
+        return names
+
+    def plan(
+        self,
+        sql: str,
+        params: pa.RecordBatch | None = None,
+        options: SessionOptions | None = None,
+    ) -> Plan:
         """Plan ``sql`` read-only, with ``params`` (one row) bound to its placeholders.
 
         Raises:
@@ -84,11 +135,27 @@ class Engine:
         if len(sql.encode()) > MAX_SQL_BYTES:
             raise InvalidArgument(f"the query is longer than {MAX_SQL_BYTES} bytes")
         values = _param_values(params) if params is not None else None
+        ctx = self.context(options or SessionOptions())
         try:
-            frame = self.ctx.sql_with_options(sql, _READ_ONLY, param_values=values)
+            frame = ctx.sql_with_options(sql, _READ_ONLY, param_values=values)
         except Exception as exc:
             raise _planning_error(exc) from None
         return Plan(sql, frame)
+
+    def plan_substrait(self, plan: bytes, options: SessionOptions | None = None) -> Plan:
+        """Plan a serialized Substrait plan, refusing anything that writes.
+
+        Raises:
+            InvalidArgument: the bytes are not a Substrait plan, it does not resolve against
+                the catalog, or it contains a write.
+        """
+        ctx = self.context(options or SessionOptions())
+        try:
+            logical = Consumer.from_substrait_plan(ctx, Serde.deserialize_bytes(plan))
+        except Exception as exc:
+            raise InvalidArgument(f"invalid Substrait plan: {_clean(exc)}") from None
+        _refuse_writes(logical)
+        return Plan("<substrait plan>", ctx.create_dataframe_from_logical_plan(logical))
 
     def probe(self) -> None:
         """Plan and run a trivial query; raises when the engine cannot answer."""
@@ -99,6 +166,16 @@ class Engine:
     def parameter_schema(self, sql: str) -> pa.Schema:
         """One field per placeholder, named after it; types are unknown (``null``)."""
         return pa.schema([pa.field(name, pa.null()) for name in placeholders(sql)])
+
+
+def _refuse_writes(plan: LogicalPlan) -> None:
+    node = type(plan.to_variant()).__name__
+    if _WRITE_NODES.match(node):
+        raise InvalidArgument(
+            f"flightsql-srv is read-only: a Substrait plan with {node} is not allowed"
+        )
+    for child in plan.inputs():
+        _refuse_writes(child)
 
 
 def _param_values(params: pa.RecordBatch) -> dict[str, pa.Scalar]:

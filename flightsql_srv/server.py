@@ -15,6 +15,13 @@ from flightsql_srv.discovery import METADATA_COMMANDS, Discovery
 from flightsql_srv.engine import Engine
 from flightsql_srv.errors import InvalidArgument, Unimplemented, rpc_boundary
 from flightsql_srv.protocol import InvalidCommand, flight_pb2, pack, sql_pb2, unpack_command
+from flightsql_srv.sessions import (
+    SessionMiddlewareFactory,
+    SessionOptions,
+    apply_options,
+    encode_cookie,
+    options_result,
+)
 from flightsql_srv.sqlinfo import sql_info_values
 from flightsql_srv.statements import Query, Statements
 from flightsql_srv.tickets import TICKET, Signer
@@ -36,8 +43,11 @@ _WRITES: dict[type[Message] | str, str] = {
 }
 _ACTIONS = [
     ("CreatePreparedStatement", "Prepare a SQL query; returns a stateless handle"),
+    ("CreatePreparedSubstraitPlan", "Prepare a Substrait plan; returns a stateless handle"),
     ("ClosePreparedStatement", "Close a prepared statement (handles hold no server state)"),
-    ("CloseSession", "End the client session (no server state to free)"),
+    ("SetSessionOptions", "Set catalog, schema or timezone (kept in a signed cookie)"),
+    ("GetSessionOptions", "Show the session's options"),
+    ("CloseSession", "Forget the session's options"),
 ]
 
 
@@ -52,15 +62,24 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
     """
 
     def __init__(
-        self, location: str, engine: Engine, signer: Signer, ticket_ttl: float, **kwargs: Any
+        self,
+        location: str,
+        engine: Engine,
+        signer: Signer,
+        ticket_ttl: float,
+        middleware: dict[str, flight.ServerMiddlewareFactory] | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(location, **kwargs)
+        middleware = {**(middleware or {}), "session": SessionMiddlewareFactory(signer)}
+        super().__init__(location, middleware=middleware, **kwargs)
+        self.signer = signer
         self.engine = engine
         self.statements = Statements(engine, signer, ticket_ttl)
         self.discovery = Discovery(engine, sql_info_values(engine.ctx))
         self._info_handlers: dict[type[Message], Callable[..., flight.FlightInfo]] = {
             sql_pb2.CommandStatementQuery: self._statement_info,
             sql_pb2.CommandPreparedStatementQuery: self._prepared_info,
+            sql_pb2.CommandStatementSubstraitPlan: self._substrait_info,
         }
         for command in METADATA_COMMANDS:
             self._info_handlers[command] = self._metadata_info
@@ -70,6 +89,11 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
     def _principal(self, context: flight.ServerCallContext) -> str:
         """The caller's identity; empty until authentication is configured."""
         return ""
+
+    @staticmethod
+    def _session(context: flight.ServerCallContext) -> SessionOptions:
+        options: SessionOptions = context.get_middleware("session").options
+        return options
 
     @staticmethod
     def _command(descriptor: flight.FlightDescriptor) -> Message:
@@ -99,20 +123,38 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         command: sql_pb2.CommandStatementQuery,
         descriptor: flight.FlightDescriptor,
         principal: str,
+        session: SessionOptions,
     ) -> flight.FlightInfo:
-        return self.statements.flight_info(Query(command.query, None, principal), descriptor)
+        query = Query(command.query, None, principal, session)
+        return self.statements.flight_info(query, descriptor)
+
+    def _substrait_info(
+        self,
+        command: sql_pb2.CommandStatementSubstraitPlan,
+        descriptor: flight.FlightDescriptor,
+        principal: str,
+        session: SessionOptions,
+    ) -> flight.FlightInfo:
+        query = Query("", None, principal, session, substrait=command.plan.plan)
+        return self.statements.flight_info(query, descriptor)
 
     def _prepared_info(
         self,
         command: sql_pb2.CommandPreparedStatementQuery,
         descriptor: flight.FlightDescriptor,
         principal: str,
+        session: SessionOptions,
     ) -> flight.FlightInfo:
-        query = self.statements.redeem_handle(command.prepared_statement_handle, principal)
+        handle = command.prepared_statement_handle
+        query = self.statements.redeem_handle(handle, principal, session)
         return self.statements.flight_info(query, descriptor)
 
     def _metadata_info(
-        self, command: Message, descriptor: flight.FlightDescriptor, principal: str
+        self,
+        command: Message,
+        descriptor: flight.FlightDescriptor,
+        principal: str,
+        session: SessionOptions,
     ) -> flight.FlightInfo:
         body = {
             "kind": "metadata",
@@ -132,7 +174,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
                 raise Unimplemented(
                     f"{command.DESCRIPTOR.name} is not supported by GetFlightInfo on this server"
                 )
-            return handler(command, descriptor, self._principal(context))
+            return handler(command, descriptor, self._principal(context), self._session(context))
 
     def get_schema(
         self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor
@@ -185,14 +227,22 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         self, context: flight.ServerCallContext, action: flight.Action
     ) -> Iterator[bytes]:
         with rpc_boundary("DoAction"):
-            return iter(self._action(action, self._principal(context)))
+            return iter(self._action(context, action))
 
-    def _action(self, action: flight.Action, principal: str) -> list[bytes]:
+    def _action(self, context: flight.ServerCallContext, action: flight.Action) -> list[bytes]:
         kind = action.type
         self._refuse_writes(kind)
-        if kind == "CreatePreparedStatement":
-            request = self._action_body(action, sql_pb2.ActionCreatePreparedStatementRequest)
-            handle, dataset, parameters = self.statements.prepare(request.query, principal)
+        principal, session = self._principal(context), self._session(context)
+        if kind in ("CreatePreparedStatement", "CreatePreparedSubstraitPlan"):
+            if kind == "CreatePreparedStatement":
+                request = self._action_body(action, sql_pb2.ActionCreatePreparedStatementRequest)
+                query = Query(request.query, None, principal, session)
+            else:
+                request = self._action_body(
+                    action, sql_pb2.ActionCreatePreparedSubstraitPlanRequest
+                )
+                query = Query("", None, principal, session, substrait=request.plan.plan)
+            handle, dataset, parameters = self.statements.prepare(query)
             result = sql_pb2.ActionCreatePreparedStatementResult(
                 prepared_statement_handle=handle,
                 dataset_schema=dataset.serialize().to_pybytes(),
@@ -203,12 +253,23 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
             # Handles carry their state, so there is nothing to free; never fail (ADBC's
             # cursor breaks for good if closing fails).
             return []
+        if kind == "SetSessionOptions":
+            request = flight_pb2.SetSessionOptionsRequest()
+            request.ParseFromString(action.body.to_pybytes())
+            options, errors = apply_options(
+                session, request, self.engine.catalog_name, self.engine.schema_names()
+            )
+            context.add_header("set-cookie", encode_cookie(self.signer, options))
+            outcome = flight_pb2.SetSessionOptionsResult()
+            for name, code in errors.items():
+                outcome.errors[name].value = code
+            return [outcome.SerializeToString()]
+        if kind == "GetSessionOptions":
+            return [options_result(session, self.engine.catalog_name)]
         if kind == "CloseSession":
-            return [
-                flight_pb2.CloseSessionResult(
-                    status=flight_pb2.CloseSessionResult.CLOSED
-                ).SerializeToString()
-            ]
+            context.add_header("set-cookie", encode_cookie(self.signer, SessionOptions()))
+            closed = flight_pb2.CloseSessionResult.CLOSED
+            return [flight_pb2.CloseSessionResult(status=closed).SerializeToString()]
         raise Unimplemented(f"unknown action {kind!r}; ListActions shows the supported ones")
 
     @staticmethod

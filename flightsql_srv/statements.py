@@ -7,14 +7,17 @@ sharing the secret can execute it and closing one has nothing to free.
 
 from __future__ import annotations
 
+import base64
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.flight as flight
 
 from flightsql_srv.engine import Engine, Plan
 from flightsql_srv.errors import InvalidArgument
+from flightsql_srv.sessions import SessionOptions
 from flightsql_srv.sqltext import placeholders
 from flightsql_srv.tickets import PREPARED, TICKET, Signer, decode_batch, encode_batch
 
@@ -30,6 +33,30 @@ class Query:
     sql: str
     params: pa.RecordBatch | None = None
     principal: str = ""
+    options: SessionOptions = field(default_factory=SessionOptions)
+    #: A serialized Substrait plan; when set, ``sql`` is ignored.
+    substrait: bytes | None = None
+
+    def body(self) -> dict[str, Any]:
+        """The JSON-able form signed into tickets and handles."""
+        return {
+            "sql": self.sql,
+            "params": encode_batch(self.params),
+            "principal": self.principal,
+            "session": {k: v for k, v in asdict(self.options).items() if v is not None},
+            "substrait": base64.b64encode(self.substrait).decode() if self.substrait else None,
+        }
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> Query:
+        substrait = body.get("substrait")
+        return cls(
+            sql=str(body.get("sql", "")),
+            params=decode_batch(body.get("params")),
+            principal=str(body.get("principal", "")),
+            options=SessionOptions(**body.get("session", {})),
+            substrait=base64.b64decode(substrait) if substrait else None,
+        )
 
 
 class Statements:
@@ -42,56 +69,53 @@ class Statements:
 
     def plan(self, query: Query) -> Plan:
         """Plan a query, insisting that every placeholder has a bound value."""
+        if query.substrait is not None:
+            return self.engine.plan_substrait(query.substrait, query.options)
         if query.params is None and placeholders(query.sql):
             names = ", ".join("$" + p for p in placeholders(query.sql))
             raise InvalidArgument(
                 f"the query has parameters ({names}): bind values with DoPut before executing"
             )
-        return self.engine.plan(query.sql, query.params)
+        return self.engine.plan(query.sql, query.params, query.options)
 
     def flight_info(self, query: Query, descriptor: flight.FlightDescriptor) -> flight.FlightInfo:
         """Plan ``query`` and describe its result with one endpoint and a signed ticket."""
         plan = self.plan(query)
-        ticket = self.signer.sign(
-            TICKET,
-            {
-                "kind": "query",
-                "id": uuid.uuid4().hex,
-                "sql": query.sql,
-                "params": encode_batch(query.params),
-                "principal": query.principal,
-            },
-            ttl=self.ticket_ttl,
-        )
+        body = {"kind": "query", "id": uuid.uuid4().hex, **query.body()}
+        ticket = self.signer.sign(TICKET, body, ttl=self.ticket_ttl)
         endpoint = flight.FlightEndpoint(ticket, [])
         return flight.FlightInfo(plan.schema, descriptor, [endpoint], -1, -1)
 
-    def prepare(self, sql: str, principal: str) -> tuple[bytes, pa.Schema, pa.Schema]:
-        """Create a handle plus the dataset and parameter schemas for ``sql``.
+    def prepare(self, query: Query) -> tuple[bytes, pa.Schema, pa.Schema]:
+        """Create a handle plus the dataset and parameter schemas for a SQL or Substrait query.
 
         Preparing only plans: nothing runs and nothing is written.
         """
-        parameter_schema = self.engine.parameter_schema(sql)
+        if query.substrait is not None:
+            schema = self.plan(query).schema
+            return self.handle(query), schema, pa.schema([])
+        parameter_schema = self.engine.parameter_schema(query.sql)
         try:
-            dataset_schema = self.engine.plan(sql).schema
+            dataset_schema = self.engine.plan(query.sql, None, query.options).schema
         except InvalidArgument:
             if not len(parameter_schema):
                 raise
             # Some placeholders only get a type once bound; the schema comes at execution.
             dataset_schema = pa.schema([])
-        return self.handle(Query(sql, None, principal)), dataset_schema, parameter_schema
+        return self.handle(query), dataset_schema, parameter_schema
 
     def handle(self, query: Query) -> bytes:
-        """A signed prepared-statement handle for ``query``."""
-        return self.signer.sign(
-            PREPARED,
-            {"sql": query.sql, "params": encode_batch(query.params), "principal": query.principal},
-        )
+        """A signed prepared-statement handle for ``query`` (session options excluded: the
+        session of the call that executes it applies)."""
+        body = query.body()
+        del body["session"]
+        return self.signer.sign(PREPARED, body)
 
-    def redeem_handle(self, handle: bytes, principal: str) -> Query:
+    def redeem_handle(self, handle: bytes, principal: str, options: SessionOptions) -> Query:
         """The query behind a handle, if it was issued to ``principal``."""
         body = self.signer.verify(PREPARED, handle, "prepared statement handle")
-        return self._owned(body, principal, "prepared statement handle")
+        query = self._owned(body, principal, "prepared statement handle")
+        return Query(query.sql, query.params, principal, options, query.substrait)
 
     def redeem_ticket(self, ticket: bytes, principal: str) -> Query:
         """The query behind a DoGet ticket, if it was issued to ``principal``."""
@@ -100,21 +124,18 @@ class Statements:
             raise InvalidArgument("this ticket is not a query ticket")
         return self._owned(body, principal, "ticket")
 
-    def _owned(self, body: dict[str, object], principal: str, what: str) -> Query:
+    def _owned(self, body: dict[str, Any], principal: str, what: str) -> Query:
         if body.get("principal", "") != principal:
             raise flight.FlightUnauthorizedError(f"this {what} was issued to another principal")
-        params = body.get("params")
-        return Query(
-            str(body["sql"]),
-            decode_batch(params if isinstance(params, str) else None),
-            principal,
-        )
+        return Query.from_body(body)
 
     def bind(
         self, handle: bytes, reader: flight.MetadataRecordBatchReader, principal: str
     ) -> bytes:
         """Read one row of parameters from a DoPut stream; return the handle that carries it."""
-        query = self.redeem_handle(handle, principal)
+        query = self.redeem_handle(handle, principal, SessionOptions())
+        if query.substrait is not None:
+            raise InvalidArgument("a prepared Substrait plan takes no parameters")
         try:
             reader.schema  # noqa: B018 - raises when the client sent no data message
         except (OSError, pa.ArrowException):

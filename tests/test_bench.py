@@ -14,10 +14,20 @@ from typing import Any
 
 import pytest
 
-from bench import RESULT_KEYS
-
 ROOT = Path(__file__).resolve().parent.parent
 SCAN_CLIENTS = ("server_adbc", "server_flight", "inprocess")
+RESULT_KEYS = (
+    "schema_version",
+    "date",
+    "quick",
+    "config",
+    "machine",
+    "data",
+    "select1",
+    "full_scan",
+    "server_rss",
+    "runtime_s",
+)
 
 
 @pytest.fixture(scope="module")
