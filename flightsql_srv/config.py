@@ -76,7 +76,11 @@ class Settings:
         secret=True,
     )
     ticket_ttl: float = _opt(600.0, "Seconds a ticket from GetFlightInfo stays redeemable.")
-    batch_size: int = _opt(8192, "Rows per Arrow record batch produced by DataFusion.")
+    batch_size: int = _opt(
+        0,
+        "Rows per record batch sent; 0 sizes each query's batches to about 2 MiB by "
+        "estimate (1024-65536 rows), under gRPC's 4 MiB message limit.",
+    )
     target_partitions: int = _opt(0, "DataFusion parallelism (0 = number of CPU cores).")
     log_level: LogLevel = _opt("info", "debug, info, warning or error.")
     log_format: LogFormat = _opt("json", "json (one object per line) or text.")
@@ -95,7 +99,9 @@ class Settings:
             )
         if self.port and self.port in (self.health_port, self.metrics_port):
             raise ConfigError(f"port {self.port} is used twice: give each listener its own")
-        for name in ("ticket_ttl", "batch_size"):
+        if self.batch_size < 0:
+            raise ConfigError("setting 'batch_size' must be 0 (auto) or positive")
+        for name in ("ticket_ttl",):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"setting '{name}' must be positive, got {getattr(self, name)}")
         if self.target_partitions < 0:

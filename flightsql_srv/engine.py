@@ -30,6 +30,9 @@ MAX_SQL_BYTES = 1024 * 1024
 _READ_ONLY = SQLOptions().with_allow_ddl(False).with_allow_dml(False).with_allow_statements(False)
 _REJECTED = re.compile(r"(DDL|DML|Statement) not supported: (\w+)")
 _MAX_CONTEXTS = 64
+_TARGET_BATCH_BYTES = 2 << 20
+_BATCH_ROWS = (1024, 2048, 4096, 8192, 16384, 32768, 65536)
+_VARIABLE_WIDTH_BYTES = 32  # assumed average size of one string/binary value
 #: Logical plan node names that would change state; a Substrait plan must not contain them.
 _WRITE_NODES = re.compile(r"^(Dml|Ddl|Copy|Create|Drop|Insert|Statement|SetVariable)")
 
@@ -77,16 +80,24 @@ class Engine:
         self.ctx = self._new_context(SessionOptions())
         register_catalog(self.ctx, settings.catalog_name, schemas)
         self.schemas = schemas
-        self._contexts: OrderedDict[SessionOptions, SessionContext] = OrderedDict()
-        self._contexts[SessionOptions()] = self.ctx
+        self._contexts: OrderedDict[tuple[SessionOptions, int], SessionContext] = OrderedDict()
+        self._contexts[(SessionOptions(), self._default_rows)] = self.ctx
         self._lock = threading.Lock()
 
-    def _new_context(self, options: SessionOptions) -> SessionContext:
+    @property
+    def _default_rows(self) -> int:
+        return self._settings.batch_size or 8192
+
+    def _new_context(self, options: SessionOptions, batch_rows: int = 0) -> SessionContext:
         config = (
             SessionConfig()
             .with_default_catalog_and_schema(self.catalog_name, options.schema or "public")
             .with_information_schema(True)
-            .with_batch_size(self._settings.batch_size)
+            .with_batch_size(batch_rows or self._default_rows)
+            # Clients want utf8, not views: read Parquet strings as utf8 from the start
+            # instead of casting every batch on the way out.
+            .set("datafusion.execution.parquet.schema_force_view_types", "false")
+            .set("datafusion.sql_parser.map_string_types_to_utf8view", "false")
         )
         if self._settings.target_partitions:
             config = config.with_target_partitions(self._settings.target_partitions)
@@ -94,23 +105,25 @@ class Engine:
             config = config.set("datafusion.execution.time_zone", options.timezone)
         return SessionContext(config)
 
-    def context(self, options: SessionOptions) -> SessionContext:
-        """The session context for ``options`` (the base context for the defaults)."""
+    def context(self, options: SessionOptions, batch_rows: int = 0) -> SessionContext:
+        """The session context for ``options`` producing ``batch_rows``-row batches (the
+        base context for the defaults)."""
+        key = (options, batch_rows or self._default_rows)
         with self._lock:
-            ctx = self._contexts.get(options)
+            ctx = self._contexts.get(key)
             if ctx is not None:
-                self._contexts.move_to_end(options)
+                self._contexts.move_to_end(key)
                 return ctx
-        ctx = self._new_context(options)
+        ctx = self._new_context(options, key[1])
         base, view = self.ctx.catalog(self.catalog_name), ctx.catalog(self.catalog_name)
         for name in base.schema_names():
             if name in view.schema_names():
                 view.deregister_schema(name)
             view.register_schema(name, base.schema(name))
         with self._lock:
-            self._contexts[options] = ctx
+            self._contexts[key] = ctx
             while len(self._contexts) > _MAX_CONTEXTS:
-                oldest = next(k for k in self._contexts if k != SessionOptions())
+                oldest = next(k for k, c in self._contexts.items() if c is not self.ctx)
                 del self._contexts[oldest]
         return ctx
 
@@ -135,12 +148,22 @@ class Engine:
         if len(sql.encode()) > MAX_SQL_BYTES:
             raise InvalidArgument(f"the query is longer than {MAX_SQL_BYTES} bytes")
         values = _param_values(params) if params is not None else None
-        ctx = self.context(options or SessionOptions())
+        options = options or SessionOptions()
+        frame = self._plan_sql(self.context(options), sql, values)
+        if not self._settings.batch_size:
+            # Batch rows follow the row width, so large scans send few large messages and
+            # wide rows still stay far below gRPC's 4 MiB limit: re-plan when they differ.
+            rows = batch_rows_for(frame.schema())
+            if rows != self._default_rows:
+                frame = self._plan_sql(self.context(options, rows), sql, values)
+        return Plan(sql, frame)
+
+    @staticmethod
+    def _plan_sql(ctx: SessionContext, sql: str, values: dict[str, pa.Scalar] | None) -> DataFrame:
         try:
-            frame = ctx.sql_with_options(sql, _READ_ONLY, param_values=values)
+            return ctx.sql_with_options(sql, _READ_ONLY, param_values=values)
         except Exception as exc:
             raise _planning_error(exc) from None
-        return Plan(sql, frame)
 
     def plan_substrait(self, plan: bytes, options: SessionOptions | None = None) -> Plan:
         """Plan a serialized Substrait plan, refusing anything that writes.
@@ -166,6 +189,25 @@ class Engine:
     def parameter_schema(self, sql: str) -> pa.Schema:
         """One field per placeholder, named after it; types are unknown (``null``)."""
         return pa.schema([pa.field(name, pa.null()) for name in placeholders(sql)])
+
+
+def batch_rows_for(schema: pa.Schema) -> int:
+    """Rows per batch so that one batch of ``schema`` is about 2 MiB (by estimate)."""
+    width = sum(_value_bytes(f.type) for f in schema) or 1
+    fitting = _TARGET_BATCH_BYTES // width
+    return max([r for r in _BATCH_ROWS if r <= fitting], default=_BATCH_ROWS[0])
+
+
+def _value_bytes(t: pa.DataType) -> int:
+    if pa.types.is_dictionary(t):
+        return _value_bytes(t.value_type)
+    if pa.types.is_nested(t):
+        return 4 * _VARIABLE_WIDTH_BYTES
+    try:
+        width: int = t.bit_width
+    except ValueError:  # variable width: strings, binary
+        return _VARIABLE_WIDTH_BYTES + 4
+    return max(width // 8, 1)
 
 
 def _refuse_writes(plan: LogicalPlan) -> None:

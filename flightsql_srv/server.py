@@ -262,7 +262,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
             context.add_header("set-cookie", encode_cookie(self.signer, options))
             outcome = flight_pb2.SetSessionOptionsResult()
             for name, code in errors.items():
-                outcome.errors[name].value = code
+                outcome.errors[name].value = code  # type: ignore[assignment]
             return [outcome.SerializeToString()]
         if kind == "GetSessionOptions":
             return [options_result(session, self.engine.catalog_name)]

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pyarrow as pa
@@ -11,6 +14,7 @@ import pyarrow.flight as flight
 import pytest
 
 from flightsql_srv.protocol import pack, sql_pb2, unpack_command
+from tests.conftest import server_process
 
 __all__ = [
     "assert_flight_error",
@@ -19,6 +23,7 @@ __all__ = [
     "create_prepared",
     "bind_parameters",
     "drain",
+    "serve_subprocess",
 ]
 
 #: Fragments of a formatted Python traceback; none may reach a client.
@@ -115,3 +120,29 @@ def drain(reader: Any) -> tuple[int, list[int]]:
         if chunk.data is not None:
             rows += chunk.data.num_rows
             sizes.append(pa.ipc.get_record_batch_size(chunk.data))
+
+
+@contextmanager
+def serve_subprocess(
+    *args: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[str], int, list[str]]]:
+    """:func:`tests.conftest.server_process`, plus its output drained and its pipe closed.
+
+    The server's output is read in a thread (so a chatty server never blocks on a full
+    pipe) into the yielded list, and the pipe is closed afterwards (an unclosed pipe is a
+    ResourceWarning, which this suite turns into an error).
+    """
+    output: list[str] = []
+    started: list[subprocess.Popen[str]] = []
+    try:
+        with server_process(*args, env=env) as (proc, port):
+            started.append(proc)
+            assert proc.stdout is not None
+            reader = threading.Thread(target=output.extend, args=(proc.stdout,), daemon=True)
+            reader.start()
+            yield proc, port, output
+        reader.join(timeout=10)
+    finally:
+        for proc in started:
+            if proc.stdout is not None:
+                proc.stdout.close()

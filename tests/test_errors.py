@@ -253,13 +253,25 @@ def test_create_prepared_with_wrong_body_is_invalid_argument(client: flight.Flig
     )
 
 
-def test_unsupported_command_is_unimplemented(client: flight.FlightClient) -> None:
-    descriptor = flight.FlightDescriptor.for_command(pack(sql_pb2.CommandStatementSubstraitPlan()))
-    assert_flight_error(
-        lambda: client.get_flight_info(descriptor),
-        pa.ArrowNotImplementedError,
-        r"CommandStatementSubstraitPlan",
-    )
+def test_bulk_ingest_is_read_only(conn: Any) -> None:
+    with conn.cursor() as cur:
+        assert_flight_error(
+            lambda: cur.adbc_ingest("t", pa.table({"a": [1]}), mode="create"),
+            adbc.NotSupportedError,
+            r"read-only.*ingest",
+        )
+
+
+def test_doput_of_a_plain_query_is_unimplemented(client: flight.FlightClient) -> None:
+    descriptor = statement_descriptor("select 1")
+    writer, reader = client.do_put(descriptor, pa.schema([]))
+
+    def finish() -> None:
+        with writer:
+            writer.done_writing()
+            reader.read()
+
+    assert_flight_error(finish, pa.ArrowNotImplementedError, r"CommandStatementQuery")
 
 
 # -- and the server is still fine -------------------------------------------------------
