@@ -34,7 +34,7 @@ _EXTENSIONS = {
     "parquet": ".parquet",
     "csv": ".csv",
     "json": ".json",
-    "ndjson": ".json",
+    "ndjson": ".ndjson",
     "arrow": ".arrow",
     "ipc": ".arrow",
     "avro": ".avro",
@@ -279,7 +279,10 @@ def _register(ctx: SessionContext, table: TableDecl) -> None:
         ctx.register_view(name, ctx.sql(table.sql))
     else:
         assert table.source is not None and table.format is not None
-        kwargs: dict[str, Any] = {"file_extension": _EXTENSIONS[table.format], **table.options}
+        extension = _EXTENSIONS[table.format]
+        if not table.source.endswith("/") and not any(c in table.source for c in "*?["):
+            extension = Path(table.source).suffix  # a single file is read whatever its name
+        kwargs: dict[str, Any] = {"file_extension": extension, **table.options}
         if table.partition_columns:
             kwargs["table_partition_cols"] = list(table.partition_columns)
         register: Any = {

@@ -189,7 +189,9 @@ def _from_file(path: Path) -> dict[str, Any]:
             if isinstance(raw, dict):
                 hint = f" (section [{key}] is not supported by this version)"
             raise ConfigError(f"config file {path}: unknown key '{key}'{hint}")
-        value = coerce(known[key], raw, f"config file {path}: key '{key}'")
+        where = f"config file {path}: key '{key}'"
+        value = coerce(known[key], raw, where)
+        _check_type(known[key], value, where)
         if isinstance(value, Path) and not value.is_absolute():
             value = path.parent / value  # relative paths are relative to the config file
         values[key] = value
@@ -201,7 +203,9 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
     for f in setting_fields():
         name = ENV_PREFIX + f.name.upper()
         if name in env and env[name] != "":
-            values[f.name] = coerce(f, env[name], f"environment variable {name}")
+            where = f"environment variable {name}"
+            values[f.name] = coerce(f, env[name], where)
+            _check_type(f, values[f.name], where)
     return values
 
 

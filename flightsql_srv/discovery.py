@@ -16,6 +16,7 @@ from flightsql_srv.engine import Engine
 from flightsql_srv.protocol import sql_pb2
 from flightsql_srv.results import portable_schema
 from flightsql_srv.sqlinfo import SqlInfoValue, sql_info_table
+from flightsql_srv.sqltext import quote_name
 from flightsql_srv.xdbc import XDBC_SCHEMA, xdbc_type_info
 
 __all__ = ["Discovery", "METADATA_COMMANDS", "like_to_regex"]
@@ -193,7 +194,8 @@ class Discovery:
         """(schema, table, type) of every visible table, ordered by schema then name."""
         listing = self.engine.ctx.sql(
             "SELECT table_schema, table_name, table_type FROM information_schema.tables "
-            f"WHERE table_catalog = '{self.engine.catalog_name.replace(chr(39), chr(39) * 2)}'"
+            "WHERE table_catalog = $1",
+            param_values={"1": self.engine.catalog_name},
         ).to_pydict()
         visible = set(self._schema_names())
         rows = [
@@ -230,5 +232,5 @@ class Discovery:
 
     def table_schema(self, schema: str, table: str) -> pa.Schema:
         """The Arrow schema clients get when they select every column of a table."""
-        name = f'"{schema.replace(chr(34), chr(34) * 2)}"."{table.replace(chr(34), chr(34) * 2)}"'
+        name = f"{quote_name(schema)}.{quote_name(table)}"
         return portable_schema(self.engine.ctx.table(name).schema())

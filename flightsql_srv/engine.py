@@ -7,13 +7,14 @@ stream that pyarrow's Flight server drains in C++; Python never touches the batc
 
 from __future__ import annotations
 
-import itertools
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.flight as flight
 from datafusion import DataFrame, LogicalPlan, SessionConfig, SessionContext, SQLOptions
 from datafusion.substrait import Consumer, Serde
 
@@ -24,9 +25,11 @@ from flightsql_srv.results import portable_reader, portable_schema
 from flightsql_srv.sessions import SessionOptions
 from flightsql_srv.sqltext import placeholders
 
-__all__ = ["Engine", "Plan", "MAX_SQL_BYTES"]
+__all__ = ["Engine", "Plan", "MAX_SQL_BYTES", "MAX_MESSAGE_BYTES", "batch_rows_for"]
 
 MAX_SQL_BYTES = 1024 * 1024
+#: Largest record batch sent as one FlightData message (sliced above this).
+MAX_MESSAGE_BYTES = 3 << 20
 _READ_ONLY = SQLOptions().with_allow_ddl(False).with_allow_dml(False).with_allow_statements(False)
 _REJECTED = re.compile(r"(DDL|DML|Statement) not supported: (\w+)")
 _MAX_CONTEXTS = 64
@@ -49,21 +52,68 @@ class Plan:
         """The schema clients receive (see :mod:`flightsql_srv.results`)."""
         return portable_schema(self.frame.schema())
 
-    def reader(self) -> pa.RecordBatchReader:
+    def reader(
+        self,
+        cancelled: threading.Event | None = None,
+        on_close: Callable[[], None] | None = None,
+    ) -> pa.RecordBatchReader:
         """Start executing and return the result stream.
 
         The first batch is fetched here, so an execution error (a failed cast, a file that
         vanished) is raised before anything is sent: the Grafana datasource hides errors that
         arrive after the schema.
+
+        Args:
+            cancelled: when set, the stream ends with CANCELLED before its next batch.
+            on_close: called once the stream is finished, failed or abandoned.
         """
         reader = portable_reader(pa.RecordBatchReader.from_stream(self.frame))
         try:
             first = reader.read_next_batch()
         except StopIteration:
-            return pa.RecordBatchReader.from_batches(reader.schema, [])
+            first = None
         except Exception as exc:
+            if on_close is not None:
+                on_close()
             raise InvalidArgument(f"query failed: {_clean(exc)}") from None
-        return pa.RecordBatchReader.from_batches(reader.schema, itertools.chain((first,), reader))
+        return pa.RecordBatchReader.from_batches(
+            reader.schema, _batches(first, reader, cancelled, on_close)
+        )
+
+
+def _batches(
+    first: pa.RecordBatch | None,
+    rest: pa.RecordBatchReader,
+    cancelled: threading.Event | None,
+    on_close: Callable[[], None] | None,
+) -> Iterator[pa.RecordBatch]:
+    """Hand batches to the C++ server, checking for cancellation between them.
+
+    Batch sizes follow an estimate of the row width; a batch that still comes out larger
+    than :data:`MAX_MESSAGE_BYTES` (long strings) is cut into zero-copy slices, so no
+    FlightData message exceeds what the Grafana datasource (4 MiB) and ADBC accept.
+    """
+    try:
+        if first is None:
+            return
+        yield from _split(first)
+        for batch in rest:
+            if cancelled is not None and cancelled.is_set():
+                raise flight.FlightCancelledError("the query was cancelled (CancelFlightInfo)")
+            yield from _split(batch)
+    finally:
+        if on_close is not None:
+            on_close()
+
+
+def _split(batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
+    size = batch.nbytes
+    if size <= MAX_MESSAGE_BYTES or batch.num_rows <= 1:
+        yield batch
+        return
+    step = max(1, batch.num_rows * MAX_MESSAGE_BYTES // size)
+    for offset in range(0, batch.num_rows, step):
+        yield batch.slice(offset, step)
 
 
 class Engine:

@@ -11,18 +11,17 @@ import pyarrow as pa
 import pyarrow.flight as flight
 from google.protobuf.message import Message
 
+from flightsql_srv.actions import ACTIONS, ActionCall, Actions
 from flightsql_srv.discovery import METADATA_COMMANDS, Discovery
 from flightsql_srv.engine import Engine
-from flightsql_srv.errors import InvalidArgument, Unimplemented, rpc_boundary
-from flightsql_srv.protocol import InvalidCommand, flight_pb2, pack, sql_pb2, unpack_command
+from flightsql_srv.errors import InvalidArgument, NotFound, Unimplemented, rpc_boundary
+from flightsql_srv.protocol import InvalidCommand, sql_pb2, unpack_command
 from flightsql_srv.sessions import (
     SessionMiddlewareFactory,
     SessionOptions,
-    apply_options,
-    encode_cookie,
-    options_result,
 )
 from flightsql_srv.sqlinfo import sql_info_values
+from flightsql_srv.sqltext import quote_name
 from flightsql_srv.statements import Query, Statements
 from flightsql_srv.tickets import TICKET, Signer
 
@@ -41,14 +40,6 @@ _WRITES: dict[type[Message] | str, str] = {
     "BeginSavepoint": "BeginSavepoint (transactions)",
     "EndSavepoint": "EndSavepoint (transactions)",
 }
-_ACTIONS = [
-    ("CreatePreparedStatement", "Prepare a SQL query; returns a stateless handle"),
-    ("CreatePreparedSubstraitPlan", "Prepare a Substrait plan; returns a stateless handle"),
-    ("ClosePreparedStatement", "Close a prepared statement (handles hold no server state)"),
-    ("SetSessionOptions", "Set catalog, schema or timezone (kept in a signed cookie)"),
-    ("GetSessionOptions", "Show the session's options"),
-    ("CloseSession", "Forget the session's options"),
-]
 
 
 class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
@@ -76,6 +67,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         self.engine = engine
         self.statements = Statements(engine, signer, ticket_ttl)
         self.discovery = Discovery(engine, sql_info_values(engine.ctx))
+        self.actions = Actions(self.statements, signer)
         self._info_handlers: dict[type[Message], Callable[..., flight.FlightInfo]] = {
             sql_pb2.CommandStatementQuery: self._statement_info,
             sql_pb2.CommandPreparedStatementQuery: self._prepared_info,
@@ -167,6 +159,9 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor
     ) -> flight.FlightInfo:
         with rpc_boundary("GetFlightInfo"):
+            principal, session = self._principal(context), self._session(context)
+            if descriptor.descriptor_type == flight.DescriptorType.PATH:
+                return self._table_info(descriptor, principal, session)
             command = self._command(descriptor)
             self._refuse_writes(type(command))
             handler = self._info_handlers.get(type(command))
@@ -174,7 +169,38 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
                 raise Unimplemented(
                     f"{command.DESCRIPTOR.name} is not supported by GetFlightInfo on this server"
                 )
-            return handler(command, descriptor, self._principal(context), self._session(context))
+            return handler(command, descriptor, principal, session)
+
+    def _table_info(
+        self, descriptor: flight.FlightDescriptor, principal: str, session: SessionOptions
+    ) -> flight.FlightInfo:
+        """A path descriptor ``[schema, table]`` reads the whole table."""
+        try:
+            path = [p.decode() for p in descriptor.path]
+        except UnicodeDecodeError:
+            raise InvalidArgument("path descriptor elements must be UTF-8 names") from None
+        if len(path) != 2:
+            raise InvalidArgument(
+                f"a path descriptor names [schema, table]; got {len(path)} element(s)"
+            )
+        schema, table = path
+        if (schema, table) not in {(s, t) for s, t, _ in self.discovery.table_rows()}:
+            raise NotFound(f"no table {schema}.{table}; ListFlights shows the tables")
+        query = Query(
+            f"SELECT * FROM {quote_name(schema)}.{quote_name(table)}", None, principal, session
+        )
+        return self.statements.flight_info(query, descriptor)
+
+    def list_flights(
+        self, context: flight.ServerCallContext, criteria: bytes
+    ) -> Iterator[flight.FlightInfo]:
+        with rpc_boundary("ListFlights"):
+            principal, session = self._principal(context), self._session(context)
+            infos = [
+                self._table_info(flight.FlightDescriptor.for_path(s, t), principal, session)
+                for s, t, _ in self.discovery.table_rows()
+            ]
+        return iter(infos)
 
     def get_schema(
         self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor
@@ -195,8 +221,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
             if body.get("kind") == "metadata":
                 command = unpack_command(base64.b64decode(body["command"]))
                 return _table_stream(self.discovery.table(command))
-            query = self.statements.redeem_ticket(ticket.ticket, principal)
-            return flight.RecordBatchStream(self.statements.plan(query).reader())
+            return flight.RecordBatchStream(self.statements.execute(ticket.ticket, principal))
 
     # -- DoPut -----------------------------------------------------------------------------
 
@@ -221,68 +246,15 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
     # -- DoAction --------------------------------------------------------------------------
 
     def list_actions(self, context: flight.ServerCallContext) -> list[tuple[str, str]]:
-        return list(_ACTIONS)
+        return list(ACTIONS)
 
     def do_action(
         self, context: flight.ServerCallContext, action: flight.Action
     ) -> Iterator[bytes]:
         with rpc_boundary("DoAction"):
-            return iter(self._action(context, action))
-
-    def _action(self, context: flight.ServerCallContext, action: flight.Action) -> list[bytes]:
-        kind = action.type
-        self._refuse_writes(kind)
-        principal, session = self._principal(context), self._session(context)
-        if kind in ("CreatePreparedStatement", "CreatePreparedSubstraitPlan"):
-            if kind == "CreatePreparedStatement":
-                request = self._action_body(action, sql_pb2.ActionCreatePreparedStatementRequest)
-                query = Query(request.query, None, principal, session)
-            else:
-                request = self._action_body(
-                    action, sql_pb2.ActionCreatePreparedSubstraitPlanRequest
-                )
-                query = Query("", None, principal, session, substrait=request.plan.plan)
-            handle, dataset, parameters = self.statements.prepare(query)
-            result = sql_pb2.ActionCreatePreparedStatementResult(
-                prepared_statement_handle=handle,
-                dataset_schema=dataset.serialize().to_pybytes(),
-                parameter_schema=parameters.serialize().to_pybytes() if len(parameters) else b"",
-            )
-            return [pack(result)]
-        if kind == "ClosePreparedStatement":
-            # Handles carry their state, so there is nothing to free; never fail (ADBC's
-            # cursor breaks for good if closing fails).
-            return []
-        if kind == "SetSessionOptions":
-            request = flight_pb2.SetSessionOptionsRequest()
-            request.ParseFromString(action.body.to_pybytes())
-            options, errors = apply_options(
-                session, request, self.engine.catalog_name, self.engine.schema_names()
-            )
-            context.add_header("set-cookie", encode_cookie(self.signer, options))
-            outcome = flight_pb2.SetSessionOptionsResult()
-            for name, code in errors.items():
-                outcome.errors[name].value = code  # type: ignore[assignment]
-            return [outcome.SerializeToString()]
-        if kind == "GetSessionOptions":
-            return [options_result(session, self.engine.catalog_name)]
-        if kind == "CloseSession":
-            context.add_header("set-cookie", encode_cookie(self.signer, SessionOptions()))
-            closed = flight_pb2.CloseSessionResult.CLOSED
-            return [flight_pb2.CloseSessionResult(status=closed).SerializeToString()]
-        raise Unimplemented(f"unknown action {kind!r}; ListActions shows the supported ones")
-
-    @staticmethod
-    def _action_body(action: flight.Action, expected: type[Message]) -> Any:
-        try:
-            command = unpack_command(action.body.to_pybytes())
-        except InvalidCommand as exc:
-            raise InvalidArgument(f"{action.type}: {exc}") from None
-        if not isinstance(command, expected):
-            raise InvalidArgument(
-                f"{action.type} expects {expected.DESCRIPTOR.name}, got {command.DESCRIPTOR.name}"
-            )
-        return command
+            self._refuse_writes(action.type)
+            call = ActionCall(context, self._principal(context), self._session(context))
+            return iter(self.actions.run(call, action))
 
 
 def _table_stream(table: pa.Table) -> flight.RecordBatchStream:

@@ -14,6 +14,7 @@ import pyarrow as pa
 from datafusion import SessionContext
 
 from flightsql_srv import __version__
+from flightsql_srv.engine import MAX_SQL_BYTES
 from flightsql_srv.protocol import sql_pb2
 
 __all__ = ["SqlInfoValue", "sql_info_values", "sql_info_table", "SQL_INFO_SCHEMA"]
@@ -52,6 +53,11 @@ _KEYWORDS = sorted(
 _DATETIME_WORDS = {"date", "time", "timestamp", "now", "epoch", "unixtime", "datepart", "datetrunc"}
 _NUMERIC_TYPES = ("Int", "UInt", "Float", "Decimal")
 _STRING_TYPES = {"String", "LargeString", "StringView", "Utf8", "LargeUtf8", "Utf8View"}
+
+
+def _bits(*flags: int) -> int:
+    """An int32 bitmask with the given enum values' bits set."""
+    return sum(1 << f for f in flags)
 
 
 def _classify(name: str, data_types: set[str], params: set[str]) -> int:
@@ -95,19 +101,19 @@ def _function_lists(ctx: SessionContext) -> dict[int, list[str]]:
 def sql_info_values(ctx: SessionContext) -> dict[int, SqlInfoValue]:
     """Every SqlInfo id this server answers, with its union child and value."""
     s = sql_pb2
+    # Exactly 17 ids sort below 508: the influxdata Grafana datasource reads the keyword and
+    # function lists (508-512) from rows 17-21 by position. Ids left out here (bulk
+    # ingestion, transaction timeout) default to "unsupported" for clients.
     values: dict[int, SqlInfoValue] = {
         s.FLIGHT_SQL_SERVER_NAME: (_STRING, "flightsql-srv"),
         s.FLIGHT_SQL_SERVER_VERSION: (_STRING, __version__),
         s.FLIGHT_SQL_SERVER_ARROW_VERSION: (_STRING, pa.__version__),
         s.FLIGHT_SQL_SERVER_READ_ONLY: (_BOOL, True),
         s.FLIGHT_SQL_SERVER_SQL: (_BOOL, True),
-        s.FLIGHT_SQL_SERVER_SUBSTRAIT: (_BOOL, False),
+        s.FLIGHT_SQL_SERVER_SUBSTRAIT: (_BOOL, True),
         s.FLIGHT_SQL_SERVER_TRANSACTION: (_INT32, s.SQL_SUPPORTED_TRANSACTION_NONE),
-        s.FLIGHT_SQL_SERVER_CANCEL: (_BOOL, False),
-        s.FLIGHT_SQL_SERVER_BULK_INGESTION: (_BOOL, False),
-        s.FLIGHT_SQL_SERVER_INGEST_TRANSACTIONS_SUPPORTED: (_BOOL, False),
+        s.FLIGHT_SQL_SERVER_CANCEL: (_BOOL, True),
         s.FLIGHT_SQL_SERVER_STATEMENT_TIMEOUT: (_INT32, 0),
-        s.FLIGHT_SQL_SERVER_TRANSACTION_TIMEOUT: (_INT32, 0),
         s.SQL_DDL_CATALOG: (_BOOL, False),
         s.SQL_DDL_SCHEMA: (_BOOL, False),
         s.SQL_DDL_TABLE: (_BOOL, False),
@@ -129,18 +135,49 @@ def sql_info_values(ctx: SessionContext) -> dict[int, SqlInfoValue]:
         s.SQL_SUPPORTS_TABLE_CORRELATION_NAMES: (_BOOL, True),
         s.SQL_SUPPORTS_EXPRESSIONS_IN_ORDER_BY: (_BOOL, True),
         s.SQL_SUPPORTS_ORDER_BY_UNRELATED: (_BOOL, True),
-        s.SQL_SUPPORTED_GROUP_BY: (_INT32, 0b11),
+        s.SQL_SUPPORTED_GROUP_BY: (
+            _INT32,
+            _bits(s.SQL_GROUP_BY_UNRELATED, s.SQL_GROUP_BY_BEYOND_SELECT),
+        ),
         s.SQL_SELECT_FOR_UPDATE_SUPPORTED: (_BOOL, False),
         s.SQL_STORED_PROCEDURES_SUPPORTED: (_BOOL, False),
         s.SQL_CORRELATED_SUBQUERIES_SUPPORTED: (_BOOL, True),
-        s.SQL_SUPPORTED_UNIONS: (_INT32, 0b11),
+        s.SQL_SUPPORTED_UNIONS: (_INT32, _bits(s.SQL_UNION, s.SQL_UNION_ALL)),
         s.SQL_TRANSACTIONS_SUPPORTED: (_BOOL, False),
         s.SQL_BATCH_UPDATES_SUPPORTED: (_BOOL, False),
         s.SQL_SAVEPOINTS_SUPPORTED: (_BOOL, False),
         s.SQL_NAMED_PARAMETERS_SUPPORTED: (_BOOL, True),
         s.SQL_LOCATORS_UPDATE_COPY: (_BOOL, False),
         s.SQL_STORED_FUNCTIONS_USING_CALL_SYNTAX_SUPPORTED: (_BOOL, False),
+        s.SQL_SUPPORTS_DIFFERENT_TABLE_CORRELATION_NAMES: (_BOOL, False),
+        s.SQL_SUPPORTED_GRAMMAR: (_INT32, _bits(s.SQL_MINIMUM_GRAMMAR, s.SQL_CORE_GRAMMAR)),
+        s.SQL_ANSI92_SUPPORTED_LEVEL: (_INT32, _bits(s.ANSI92_ENTRY_SQL)),
+        s.SQL_SUPPORTS_INTEGRITY_ENHANCEMENT_FACILITY: (_BOOL, False),
+        s.SQL_OUTER_JOINS_SUPPORT_LEVEL: (_INT32, s.SQL_FULL_OUTER_JOINS),
+        s.SQL_CATALOG_AT_START: (_BOOL, True),
+        s.SQL_SCHEMAS_SUPPORTED_ACTIONS: (_INT32, 0),
+        s.SQL_CATALOGS_SUPPORTED_ACTIONS: (_INT32, 0),
+        s.SQL_SUPPORTED_POSITIONED_COMMANDS: (_INT32, 0),
+        s.SQL_SUPPORTED_SUBQUERIES: (
+            _INT32,
+            _bits(
+                s.SQL_SUBQUERIES_IN_COMPARISONS,
+                s.SQL_SUBQUERIES_IN_EXISTS,
+                s.SQL_SUBQUERIES_IN_INS,
+            ),
+        ),
+        s.SQL_MAX_STATEMENT_LENGTH: (_BIGINT, MAX_SQL_BYTES),
+        s.SQL_MAX_ROW_SIZE_INCLUDES_BLOBS: (_BOOL, True),
+        s.SQL_DEFAULT_TRANSACTION_ISOLATION: (_INT32, 0),
+        s.SQL_SUPPORTED_TRANSACTIONS_ISOLATION_LEVELS: (_INT32, 0),
+        s.SQL_DATA_DEFINITION_CAUSES_TRANSACTION_COMMIT: (_BOOL, False),
+        s.SQL_DATA_DEFINITIONS_IN_TRANSACTIONS_IGNORED: (_BOOL, False),
+        s.SQL_SUPPORTED_RESULT_SET_TYPES: (_INT32, _bits(s.SQL_RESULT_SET_TYPE_FORWARD_ONLY)),
     }
+    # Limits DataFusion does not have are reported as 0, the spec's "no limit / unknown".
+    for info in range(s.SQL_MAX_BINARY_LITERAL_LENGTH, s.SQL_MAX_USERNAME_LENGTH + 1):
+        if info != s.SQL_MAX_ROW_SIZE_INCLUDES_BLOBS:
+            values.setdefault(info, (_BIGINT, 0))
     for info, names in _function_lists(ctx).items():
         values[info] = (_STRING_LIST, names)
     return values

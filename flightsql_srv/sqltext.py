@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-__all__ = ["Segment", "segments", "placeholders"]
+__all__ = ["Segment", "segments", "placeholders", "quote_name"]
 
 _PLACEHOLDER = re.compile(r"\$(\d+|[A-Za-z_][A-Za-z0-9_]*)")
 
@@ -69,3 +69,8 @@ def placeholders(sql: str) -> list[str]:
             if not name.startswith("__") and name not in found:
                 found.append(name)
     return found
+
+
+def quote_name(name: str) -> str:
+    """``name`` as a double-quoted SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'

@@ -17,6 +17,7 @@ import pyarrow.flight as flight
 
 from flightsql_srv.engine import Engine, Plan
 from flightsql_srv.errors import InvalidArgument
+from flightsql_srv.running import RunningQueries
 from flightsql_srv.sessions import SessionOptions
 from flightsql_srv.sqltext import placeholders
 from flightsql_srv.tickets import PREPARED, TICKET, Signer, decode_batch, encode_batch
@@ -66,6 +67,7 @@ class Statements:
         self.engine = engine
         self.signer = signer
         self.ticket_ttl = ticket_ttl
+        self.running = RunningQueries(ticket_ttl)
 
     def plan(self, query: Query) -> Plan:
         """Plan a query, insisting that every placeholder has a bound value."""
@@ -117,12 +119,32 @@ class Statements:
         query = self._owned(body, principal, "prepared statement handle")
         return Query(query.sql, query.params, principal, options, query.substrait)
 
-    def redeem_ticket(self, ticket: bytes, principal: str) -> Query:
-        """The query behind a DoGet ticket, if it was issued to ``principal``."""
+    def execute(self, ticket: bytes, principal: str) -> pa.RecordBatchReader:
+        """Run the query behind a DoGet ticket issued to ``principal``; CancelFlightInfo
+        on the same ticket stops it."""
         body = self.signer.verify(TICKET, ticket, "ticket")
         if body.get("kind") != "query":
             raise InvalidArgument("this ticket is not a query ticket")
-        return self._owned(body, principal, "ticket")
+        query = self._owned(body, principal, "ticket")
+        query_id = str(body["id"])
+        cancelled = self.running.start(query_id)
+        try:
+            plan = self.plan(query)
+        except BaseException:
+            self.running.finish(query_id)
+            raise
+        return plan.reader(cancelled, lambda: self.running.finish(query_id))
+
+    def cancellable(self, ticket: bytes) -> bool:
+        """True for a query ticket (metadata tickets have nothing to stop)."""
+        return self.signer.verify(TICKET, ticket, "ticket").get("kind") == "query"
+
+    def cancel(self, ticket: bytes, principal: str) -> bool:
+        """Cancel the query behind a ticket issued to ``principal``: stop it if it runs on
+        this replica (returns True) and refuse any later DoGet of it."""
+        body = self.signer.verify(TICKET, ticket, "ticket")
+        self._owned(body, principal, "ticket")
+        return self.running.cancel(str(body["id"]))
 
     def _owned(self, body: dict[str, Any], principal: str, what: str) -> Query:
         if body.get("principal", "") != principal:

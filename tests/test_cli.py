@@ -20,7 +20,7 @@ import pytest
 
 from flightsql_srv.config import ENV_PREFIX, ConfigError, Settings, load_settings
 from tests.conftest import ROOT, free_port
-from tests.helpers import serve_subprocess
+from tests.helpers import assert_flight_error, serve_subprocess
 
 #: Every run is bounded; a server that starts by mistake is killed after this.
 RUN_TIMEOUT = 30.0
@@ -83,7 +83,8 @@ def test_config_file_unknown_key(tmp_path: Path) -> None:
 )
 def test_config_file_wrong_type(tmp_path: Path, line: str, key: str) -> None:
     config = tmp_path / "srv.toml"
-    config.write_text(f"{line}\nhealth_port = 0\nmetrics_port = -1\n")
+    port = "" if key == "port" else "port = 0\n"  # if it started by mistake: no clash
+    config.write_text(f"{line}\n{port}health_port = 0\nmetrics_port = -1\n")
     err = _serve_fails("--config", str(config))
     assert str(config) in err, f"the message does not name the file: {err}"
     assert key in err
@@ -111,7 +112,8 @@ def test_config_file_not_toml(tmp_path: Path) -> None:
 )
 def test_bad_environment_variable(name: str, value: str) -> None:
     variable = ENV_PREFIX + name
-    err = _serve_fails(*_free_ports(), env=_clean_env(**{variable: value}))
+    port = [] if name == "PORT" else ["--port", "0"]  # a flag would hide the variable
+    err = _serve_fails(*port, *_free_ports(), env=_clean_env(**{variable: value}))
     assert variable in err, f"the message does not name {variable}: {err}"
     assert value in err
 
@@ -183,12 +185,12 @@ def test_config_file_named_by_environment(tmp_path: Path) -> None:
 
 
 def test_load_settings_errors_name_their_source(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=ENV_PREFIX + "PORT"):
-        load_settings({}, {ENV_PREFIX + "PORT": "x"})
+    assert_flight_error(
+        lambda: load_settings({}, {ENV_PREFIX + "PORT": "x"}), ConfigError, ENV_PREFIX + "PORT"
+    )
     config = tmp_path / "srv.toml"
     config.write_text("nope = 1\n")
-    with pytest.raises(ConfigError, match="nope"):
-        load_settings({}, {}, config)
+    assert_flight_error(lambda: load_settings({}, {}, config), ConfigError, r"srv\.toml.*nope")
 
 
 @contextmanager

@@ -76,6 +76,13 @@ def test_empty_query_is_invalid_argument(client: flight.FlightClient, sql: str) 
     )
 
 
+def test_oversized_query_is_invalid_argument(client: flight.FlightClient) -> None:
+    sql = "select 1 as x -- " + "x" * (1024 * 1024)
+    assert_flight_error(
+        lambda: client.get_flight_info(statement_descriptor(sql)), pa.ArrowInvalid, r"longer than"
+    )
+
+
 # -- read-only -------------------------------------------------------------------------
 
 WRITES = [
@@ -109,8 +116,7 @@ def test_writes_are_refused_at_get_flight_info(client: flight.FlightClient, sql:
 def test_tables_survive_refused_writes(conn: Any) -> None:
     with conn.cursor() as cur:
         for sql in ("drop table demo.metrics", "delete from demo.logs"):
-            with pytest.raises(adbc.ProgrammingError):
-                cur.execute(sql)
+            assert_flight_error(lambda q=sql: cur.execute(q), adbc.ProgrammingError, READ_ONLY)
         cur.execute("select count(*) from demo.logs")
         assert cur.fetchall()[0][0] > 0
         cur.execute("select count(*) from demo.metrics")
@@ -232,10 +238,18 @@ def test_foreign_any_is_invalid_argument(client: flight.FlightClient) -> None:
     )
 
 
-def test_path_descriptor_is_a_clear_error(client: flight.FlightClient) -> None:
-    descriptor = flight.FlightDescriptor.for_path("demo", "metrics")
+@pytest.mark.parametrize(
+    "path",
+    [pytest.param(("x",), id="one-element"), pytest.param(("a", "b", "c"), id="three-elements")],
+)
+def test_bad_path_descriptor_is_a_clear_error(
+    client: flight.FlightClient, path: tuple[str, ...]
+) -> None:
+    descriptor = flight.FlightDescriptor.for_path(*path)
     for call in (client.get_flight_info, client.get_schema):
-        assert_flight_error(lambda c=call: c(descriptor), pa.ArrowInvalid, r"command descriptor")
+        assert_flight_error(
+            lambda c=call: c(descriptor), pa.ArrowInvalid, r"(path|command) descriptor"
+        )
 
 
 def test_unknown_action_is_unimplemented(client: flight.FlightClient) -> None:
@@ -277,18 +291,44 @@ def test_doput_of_a_plain_query_is_unimplemented(client: flight.FlightClient) ->
 # -- and the server is still fine -------------------------------------------------------
 
 
-def _abuse(client: flight.FlightClient, cur: Any) -> list[Callable[[], object]]:
+def _abuse(client: flight.FlightClient, cur: Any) -> list[tuple[Callable[[], object], Any, str]]:
+    """Bad requests of every kind, with the error each must get."""
+    begin = pack(sql_pb2.ActionBeginTransactionRequest())
     return [
-        lambda: client.get_flight_info(statement_descriptor(BAD_SQL)),
-        lambda: client.get_flight_info(statement_descriptor("create table t(a int)")),
-        lambda: client.get_flight_info(flight.FlightDescriptor.for_command(b"\xff\x00garbage")),
-        lambda: client.get_flight_info(flight.FlightDescriptor.for_path("x")),
-        lambda: client.do_get(flight.Ticket(b"\x00" * 80)).read_all(),
-        lambda: _action(client, "BeginTransaction", pack(sql_pb2.ActionBeginTransactionRequest())),
-        lambda: _action(client, "Nope"),
-        lambda: _put_update(client, "drop table demo.metrics"),
-        lambda: cur.execute(BAD_SQL),
-        lambda: cur.executescript("create table t(a int)"),
+        (lambda: client.get_flight_info(statement_descriptor(BAD_SQL)), pa.ArrowInvalid, "selec"),
+        (
+            lambda: client.get_flight_info(statement_descriptor("create table t(a int)")),
+            pa.ArrowInvalid,
+            READ_ONLY,
+        ),
+        (
+            lambda: client.get_flight_info(flight.FlightDescriptor.for_command(b"\xff\x00g")),
+            pa.ArrowInvalid,
+            "Any",
+        ),
+        (
+            lambda: client.get_flight_info(flight.FlightDescriptor.for_path("x")),
+            pa.ArrowInvalid,
+            "(path|command) descriptor",
+        ),
+        (
+            lambda: client.do_get(flight.Ticket(b"\x00" * 80)).read_all(),
+            flight.FlightUnauthenticatedError,
+            "ticket",
+        ),
+        (lambda: _action(client, "BeginTransaction", begin), pa.ArrowNotImplementedError, "Begin"),
+        (lambda: _action(client, "Nope"), pa.ArrowNotImplementedError, "Nope"),
+        (
+            lambda: _put_update(client, "drop table demo.metrics"),
+            pa.ArrowNotImplementedError,
+            READ_ONLY,
+        ),
+        (lambda: cur.execute(BAD_SQL), adbc.ProgrammingError, "selec"),
+        (
+            lambda: cur.executescript("create table t(a int)"),
+            adbc.NotSupportedError,
+            READ_ONLY,
+        ),
     ]
 
 
@@ -296,9 +336,8 @@ def test_server_healthy_after_errors(client: flight.FlightClient, conn: Any) -> 
     with conn.cursor() as cur:
         calls = _abuse(client, cur)
         for _ in range(3):
-            for call in calls:
-                with pytest.raises((flight.FlightError, pa.ArrowException, adbc.Error)):
-                    call()
+            for call, code_class, message in calls:
+                assert_flight_error(call, code_class, message)
         cur.execute("select count(*) from demo.metrics where host = 'host-00'")
         assert cur.fetchall()[0][0] > 0
     info = client.get_flight_info(statement_descriptor("select 1 as x"))

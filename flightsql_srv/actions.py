@@ -1,0 +1,161 @@
+"""DoAction: prepared statements, session options and cancellation.
+
+Flight SQL actions carry Any-wrapped bodies and results; the Flight-level ones
+(CancelFlightInfo, session options) use raw Flight messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow.flight as flight
+from google.protobuf.message import DecodeError, Message
+
+from flightsql_srv.errors import InvalidArgument, Unimplemented
+from flightsql_srv.protocol import InvalidCommand, flight_pb2, pack, sql_pb2, unpack_command
+from flightsql_srv.sessions import SessionOptions, apply_options, encode_cookie, options_result
+from flightsql_srv.statements import Query, Statements
+from flightsql_srv.tickets import Signer
+
+__all__ = ["ACTIONS", "ActionCall", "Actions"]
+
+#: (type, description) of every action, as ListActions reports them.
+ACTIONS = [
+    ("CreatePreparedStatement", "Prepare a SQL query; returns a stateless handle"),
+    ("CreatePreparedSubstraitPlan", "Prepare a Substrait plan; returns a stateless handle"),
+    ("ClosePreparedStatement", "Close a prepared statement (handles hold no server state)"),
+    ("CancelFlightInfo", "Stop the query behind a FlightInfo's ticket"),
+    ("CancelQuery", "Deprecated Flight SQL form of CancelFlightInfo"),
+    ("SetSessionOptions", "Set catalog, schema or timezone (kept in a signed cookie)"),
+    ("GetSessionOptions", "Show the session's options"),
+    ("CloseSession", "Forget the session's options"),
+]
+
+
+@dataclass(frozen=True)
+class ActionCall:
+    """Who is calling and with which session."""
+
+    context: flight.ServerCallContext
+    principal: str
+    session: SessionOptions
+
+
+def _parse(message: Message, body: bytes, action: str) -> Any:
+    try:
+        message.ParseFromString(body)
+    except DecodeError as exc:
+        raise InvalidArgument(f"{action}: malformed {message.DESCRIPTOR.name}: {exc}") from None
+    return message
+
+
+def _unpack(action: flight.Action, expected: type[Message]) -> Any:
+    try:
+        command = unpack_command(action.body.to_pybytes())
+    except InvalidCommand as exc:
+        raise InvalidArgument(f"{action.type}: {exc}") from None
+    if not isinstance(command, expected):
+        raise InvalidArgument(
+            f"{action.type} expects {expected.DESCRIPTOR.name}, got {command.DESCRIPTOR.name}"
+        )
+    return command
+
+
+class Actions:
+    """Runs one action and returns its result bodies."""
+
+    def __init__(self, statements: Statements, signer: Signer) -> None:
+        self.statements = statements
+        self.signer = signer
+        self._handlers: dict[str, Callable[[ActionCall, flight.Action], list[bytes]]] = {
+            "CreatePreparedStatement": self._prepare,
+            "CreatePreparedSubstraitPlan": self._prepare,
+            "ClosePreparedStatement": self._close_prepared,
+            "CancelFlightInfo": self._cancel_flight_info,
+            "CancelQuery": self._cancel_query,
+            "SetSessionOptions": self._set_session_options,
+            "GetSessionOptions": self._get_session_options,
+            "CloseSession": self._close_session,
+        }
+
+    def run(self, call: ActionCall, action: flight.Action) -> list[bytes]:
+        handler = self._handlers.get(action.type)
+        if handler is None:
+            raise Unimplemented(
+                f"unknown action {action.type!r}; ListActions shows the supported ones"
+            )
+        return handler(call, action)
+
+    def _prepare(self, call: ActionCall, action: flight.Action) -> list[bytes]:
+        if action.type == "CreatePreparedStatement":
+            request = _unpack(action, sql_pb2.ActionCreatePreparedStatementRequest)
+            query = Query(request.query, None, call.principal, call.session)
+        else:
+            request = _unpack(action, sql_pb2.ActionCreatePreparedSubstraitPlanRequest)
+            query = Query("", None, call.principal, call.session, substrait=request.plan.plan)
+        handle, dataset, parameters = self.statements.prepare(query)
+        result = sql_pb2.ActionCreatePreparedStatementResult(
+            prepared_statement_handle=handle,
+            dataset_schema=dataset.serialize().to_pybytes(),
+            parameter_schema=parameters.serialize().to_pybytes() if len(parameters) else b"",
+        )
+        return [pack(result)]
+
+    def _close_prepared(self, call: ActionCall, action: flight.Action) -> list[bytes]:
+        # Handles carry their state, so there is nothing to free; never fail (ADBC's cursor
+        # breaks for good if closing fails).
+        return []
+
+    def _cancel(self, call: ActionCall, info: flight_pb2.FlightInfo) -> bool:
+        """Cancel every query ticket in ``info``; False when none of them is a query."""
+        tickets = [e.ticket.ticket for e in info.endpoint]
+        queries = [t for t in tickets if self.statements.cancellable(t)]
+        for ticket in queries:
+            self.statements.cancel(ticket, call.principal)
+        return bool(queries)
+
+    def _cancel_flight_info(self, call: ActionCall, action: flight.Action) -> list[bytes]:
+        request = _parse(
+            flight_pb2.CancelFlightInfoRequest(), action.body.to_pybytes(), action.type
+        )
+        status = (
+            flight_pb2.CANCEL_STATUS_CANCELLED
+            if self._cancel(call, request.info)
+            else flight_pb2.CANCEL_STATUS_NOT_CANCELLABLE
+        )
+        return [flight_pb2.CancelFlightInfoResult(status=status).SerializeToString()]
+
+    def _cancel_query(self, call: ActionCall, action: flight.Action) -> list[bytes]:
+        request = _unpack(action, sql_pb2.ActionCancelQueryRequest)
+        info = _parse(flight_pb2.FlightInfo(), request.info, action.type)
+        result = sql_pb2.ActionCancelQueryResult
+        status = (
+            result.CANCEL_RESULT_CANCELLED
+            if self._cancel(call, info)
+            else result.CANCEL_RESULT_NOT_CANCELLABLE
+        )
+        return [pack(result(result=status))]
+
+    def _set_session_options(self, call: ActionCall, action: flight.Action) -> list[bytes]:
+        request = _parse(
+            flight_pb2.SetSessionOptionsRequest(), action.body.to_pybytes(), action.type
+        )
+        engine = self.statements.engine
+        options, errors = apply_options(
+            call.session, request, engine.catalog_name, engine.schema_names()
+        )
+        call.context.add_header("set-cookie", encode_cookie(self.signer, options))
+        outcome = flight_pb2.SetSessionOptionsResult()
+        for name, code in errors.items():
+            outcome.errors[name].value = code  # type: ignore[assignment]
+        return [outcome.SerializeToString()]
+
+    def _get_session_options(self, call: ActionCall, action: flight.Action) -> list[bytes]:
+        return [options_result(call.session, self.statements.engine.catalog_name)]
+
+    def _close_session(self, call: ActionCall, action: flight.Action) -> list[bytes]:
+        call.context.add_header("set-cookie", encode_cookie(self.signer, SessionOptions()))
+        closed = flight_pb2.CloseSessionResult.CLOSED
+        return [flight_pb2.CloseSessionResult(status=closed).SerializeToString()]
