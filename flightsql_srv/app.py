@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
+import threading
 import time
 
 from flightsql_srv import __version__
@@ -18,6 +21,8 @@ from flightsql_srv.tickets import Signer
 __all__ = ["Service"]
 
 log = logging.getLogger("flightsql_srv")
+
+_CANCEL_WAIT_S = 5.0  # after cancelling, how long calls get to notice before we give up
 
 
 class Service:
@@ -84,19 +89,59 @@ class Service:
             },
         )
 
-    def serve(self) -> None:
-        """Block until SIGINT or SIGTERM, then stop."""
-        try:
-            self.flight.serve()
-        finally:
-            self.stop()
+    def serve(self) -> bool:
+        """Block until SIGINT or SIGTERM, then drain and stop (a second signal exits at once).
 
-    def stop(self) -> None:
-        """Report NOT_SERVING, finish in-flight calls, close both ports."""
+        Returns:
+            True when every in-flight call finished or was cancelled in time.
+        """
+        stop = threading.Event()
+
+        def on_signal(signum: int, frame: object) -> None:
+            if stop.is_set():
+                log.warning("second signal: exiting without draining")
+                os._exit(1)
+            log.info("signal received: draining", extra={"fields": {"signal": signum}})
+            stop.set()
+
+        # Handlers only set a flag; the previous ones come back once we have stopped.
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            while not stop.wait(0.5):
+                pass
+            return self.stop()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def stop(self) -> bool:
+        """Drain in a fixed order: health NOT_SERVING, refuse new queries, give in-flight
+        calls ``shutdown_grace`` seconds, cancel what remains, close both ports.
+
+        Returns:
+            True when the Flight server shut down cleanly.
+        """
         if self._stopped:
-            return
+            return True
         self._stopped = True
         self.health.drain()
-        self.flight.shutdown()
+        self.flight.draining = True
+        deadline = time.monotonic() + self.settings.shutdown_grace
+        while self.metrics.calls_in_flight and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.metrics.calls_in_flight:
+            cancelled = self.flight.statements.running.cancel_all()
+            log.warning(
+                "shutdown grace exceeded: cancelling running queries",
+                extra={"fields": {"calls": self.metrics.calls_in_flight, "queries": cancelled}},
+            )
+        # Shutdown waits for every call; a client that stopped reading could hold it forever.
+        closer = threading.Thread(target=self.flight.shutdown, name="shutdown", daemon=True)
+        closer.start()
+        closer.join(_CANCEL_WAIT_S)
         self.health.stop()
-        log.info("stopped")
+        clean = not closer.is_alive()
+        if not clean:
+            log.error("calls still open after cancelling them: closing anyway")
+        log.info("stopped", extra={"fields": {"clean": clean}})
+        return clean

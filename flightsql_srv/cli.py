@@ -77,7 +77,8 @@ def serve(config_file: Path | None, **flags: Any) -> None:
         click.echo(f"Error: cannot listen on {settings.host}:{settings.port}: {exc}", err=True)
         sys.exit(1)
     service.start()
-    service.serve()
+    if not service.serve():
+        os._exit(0)  # drained and cancelled; only wedged client connections were left
 
 
 @main.command()

@@ -76,6 +76,10 @@ class Settings:
         secret=True,
     )
     ticket_ttl: float = _opt(600.0, "Seconds a ticket from GetFlightInfo stays redeemable.")
+    shutdown_grace: float = _opt(
+        25.0,
+        "Seconds in-flight calls get to finish after SIGTERM/SIGINT before they are cancelled.",
+    )
     batch_size: int = _opt(
         0,
         "Rows per record batch sent; 0 sizes each query's batches to about 2 MiB by "
@@ -101,6 +105,8 @@ class Settings:
             raise ConfigError(f"port {self.port} is used twice: give each listener its own")
         if self.batch_size < 0:
             raise ConfigError("setting 'batch_size' must be 0 (auto) or positive")
+        if self.shutdown_grace < 0:
+            raise ConfigError("setting 'shutdown_grace' must be 0 or positive")
         for name in ("ticket_ttl",):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"setting '{name}' must be positive, got {getattr(self, name)}")

@@ -6,6 +6,7 @@ last batch leaving, without Python in the streaming path.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -51,6 +52,26 @@ class Metrics:
         Info("flightsql_build", "Server build.", registry=self.registry).info(
             {"version": __version__}
         )
+        self._calls = 0
+        self._calls_lock = threading.Lock()
+
+    @property
+    def calls_in_flight(self) -> int:
+        """RPCs started and not yet completed (all methods)."""
+        with self._calls_lock:
+            return self._calls
+
+    def _call_started(self, method: str) -> None:
+        self.in_flight.labels(method).inc()
+        with self._calls_lock:
+            self._calls += 1
+
+    def _call_completed(self, method: str, seconds: float, outcome: str) -> None:
+        self.in_flight.labels(method).dec()
+        self.rpc_seconds.labels(method).observe(seconds)
+        self.rpcs.labels(method, outcome).inc()
+        with self._calls_lock:
+            self._calls -= 1
 
     def serve(self, host: str, port: int) -> int:
         """Expose ``/metrics`` over HTTP; returns the bound port."""
@@ -64,14 +85,12 @@ class _CallMetrics(flight.ServerMiddleware):  # type: ignore[misc]
         self._metrics = metrics
         self._method = method
         self._started = time.perf_counter()
-        metrics.in_flight.labels(method).inc()
+        metrics._call_started(method)
 
     def call_completed(self, exception: BaseException | None) -> None:
-        m = self._metrics
-        m.in_flight.labels(self._method).dec()
-        m.rpc_seconds.labels(self._method).observe(time.perf_counter() - self._started)
         outcome = "ok" if exception is None else type(exception).__name__
-        m.rpcs.labels(self._method, outcome).inc()
+        elapsed = time.perf_counter() - self._started
+        self._metrics._call_completed(self._method, elapsed, outcome)
 
 
 class MetricsMiddlewareFactory(flight.ServerMiddlewareFactory):  # type: ignore[misc]

@@ -51,6 +51,14 @@ class RunningQueries:
             event.set()
         return event is not None
 
+    def cancel_all(self) -> int:
+        """Stop every running query (shutdown); returns how many there were."""
+        with self._lock:
+            events = list(self._running.values())
+        for event in events:
+            event.set()
+        return len(events)
+
     @property
     def active(self) -> int:
         with self._lock:

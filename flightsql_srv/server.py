@@ -65,6 +65,8 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         super().__init__(location, middleware=middleware, **kwargs)
         self.signer = signer
         self.engine = engine
+        #: Set when shutting down: new queries are refused with UNAVAILABLE.
+        self.draining = False
         self.statements = Statements(engine, signer, ticket_ttl)
         self.discovery = Discovery(engine, sql_info_values(engine.ctx))
         self.actions = Actions(self.statements, signer)
@@ -77,6 +79,12 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
             self._info_handlers[command] = self._metadata_info
 
     # -- helpers -------------------------------------------------------------------------
+
+    def _accepting(self) -> None:
+        if self.draining:
+            raise flight.FlightUnavailableError(
+                "the server is shutting down; retry the query (on another replica)"
+            )
 
     def _principal(self, context: flight.ServerCallContext) -> str:
         """The caller's identity; empty until authentication is configured."""
@@ -159,6 +167,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor
     ) -> flight.FlightInfo:
         with rpc_boundary("GetFlightInfo"):
+            self._accepting()
             principal, session = self._principal(context), self._session(context)
             if descriptor.descriptor_type == flight.DescriptorType.PATH:
                 return self._table_info(descriptor, principal, session)
@@ -214,6 +223,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         self, context: flight.ServerCallContext, ticket: flight.Ticket
     ) -> flight.FlightDataStream:
         with rpc_boundary("DoGet"):
+            self._accepting()
             principal = self._principal(context)
             body = self.statements.signer.verify(TICKET, ticket.ticket, "ticket")
             if body.get("principal", "") != principal:
@@ -233,6 +243,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         writer: flight.FlightMetadataWriter,
     ) -> None:
         with rpc_boundary("DoPut"):
+            self._accepting()
             command = self._command(descriptor)
             self._refuse_writes(type(command))
             if not isinstance(command, sql_pb2.CommandPreparedStatementQuery):
@@ -252,6 +263,8 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         self, context: flight.ServerCallContext, action: flight.Action
     ) -> Iterator[bytes]:
         with rpc_boundary("DoAction"):
+            if not action.type.startswith("Close"):
+                self._accepting()
             self._refuse_writes(action.type)
             call = ActionCall(context, self._principal(context), self._session(context))
             return iter(self.actions.run(call, action))

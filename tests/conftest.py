@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -84,19 +85,25 @@ def server_process(
         cmd += ["--health-port", str(free_port())]
     if "--metrics-port" not in args:
         cmd += ["--metrics-port", "-1"]
+    log = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: a full pipe blocks the server
     proc = subprocess.Popen(
         cmd,
         cwd=ROOT,
         env={**os.environ, **(env or {})},
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+    def output() -> str:
+        log.seek(0)
+        return log.read()
+
     try:
         deadline = time.monotonic() + ready_timeout
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}: {proc.stdout.read()}")  # type: ignore[union-attr]
+                raise RuntimeError(f"server exited with {proc.returncode}: {output()}")
             try:
                 with flight.connect(f"grpc://127.0.0.1:{port}") as c:
                     c.wait_for_available(timeout=0.5)
@@ -104,13 +111,15 @@ def server_process(
                 break
             except (flight.FlightError, OSError):
                 if time.monotonic() > deadline:
-                    raise TimeoutError("server did not answer in time") from None
+                    raise TimeoutError(f"server did not answer in time: {output()}") from None
                 time.sleep(0.1)
         yield proc, port
     finally:
-        proc.terminate()
+        if proc.poll() is None:
+            proc.terminate()
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+        log.close()
