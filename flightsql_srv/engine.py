@@ -20,7 +20,7 @@ from datafusion.substrait import Consumer, Serde
 
 from flightsql_srv.catalog import SchemaDecl, register_catalog
 from flightsql_srv.config import Settings
-from flightsql_srv.errors import InvalidArgument
+from flightsql_srv.errors import InvalidArgument, ReadOnlyViolation
 from flightsql_srv.results import portable_reader, portable_schema
 from flightsql_srv.sessions import SessionOptions
 from flightsql_srv.sqltext import placeholders
@@ -263,7 +263,7 @@ def _value_bytes(t: pa.DataType) -> int:
 def _refuse_writes(plan: LogicalPlan) -> None:
     node = type(plan.to_variant()).__name__
     if _WRITE_NODES.match(node):
-        raise InvalidArgument(
+        raise ReadOnlyViolation(
             f"flightsql-srv is read-only: a Substrait plan with {node} is not allowed"
         )
     for child in plan.inputs():
@@ -298,7 +298,7 @@ def _planning_error(exc: BaseException) -> InvalidArgument:
     message = _clean(exc)
     rejected = _REJECTED.search(message)
     if rejected:
-        return InvalidArgument(
+        return ReadOnlyViolation(
             f"flightsql-srv is read-only: {rejected.group(2)} ({rejected.group(1)}) statements "
             "are not allowed; send a query such as SELECT"
         )

@@ -24,6 +24,7 @@ import pyarrow.flight as flight
 __all__ = [
     "ServiceError",
     "InvalidArgument",
+    "ReadOnlyViolation",
     "NotFound",
     "Unimplemented",
     "ResourceExhausted",
@@ -41,6 +42,10 @@ class InvalidArgument(ServiceError, ValueError):
     """The request is malformed or the SQL does not plan (INVALID_ARGUMENT)."""
 
 
+class ReadOnlyViolation(InvalidArgument):
+    """The statement would write (DDL, DML, COPY, SET); this server is read-only."""
+
+
 class NotFound(ServiceError, pa.ArrowKeyError):  # type: ignore[misc]
     """A named object does not exist or is not visible to the caller (NOT_FOUND)."""
 
@@ -54,7 +59,7 @@ class ResourceExhausted(ServiceError, MemoryError):
 
 
 # Keep the class names short: pyarrow prints them in the status detail.
-for _cls in (InvalidArgument, NotFound, Unimplemented, ResourceExhausted):
+for _cls in (InvalidArgument, ReadOnlyViolation, NotFound, Unimplemented, ResourceExhausted):
     _cls.__module__ = "builtins"
 
 _PASS_THROUGH: tuple[type[BaseException], ...] = (ServiceError, flight.FlightError)

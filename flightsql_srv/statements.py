@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 
 from flightsql_srv.engine import Engine, Plan
-from flightsql_srv.errors import InvalidArgument
+from flightsql_srv.errors import InvalidArgument, ReadOnlyViolation
 from flightsql_srv.running import RunningQueries
 from flightsql_srv.sessions import SessionOptions
 from flightsql_srv.sqltext import placeholders
@@ -99,6 +99,8 @@ class Statements:
         parameter_schema = self.engine.parameter_schema(query.sql)
         try:
             dataset_schema = self.engine.plan(query.sql, None, query.options).schema
+        except ReadOnlyViolation:
+            raise
         except InvalidArgument:
             if not len(parameter_schema):
                 raise

@@ -76,9 +76,15 @@ def free_port() -> int:
 
 @contextmanager
 def server_process(
-    *args: str, env: dict[str, str] | None = None, ready_timeout: float = 30.0
+    *args: str,
+    env: dict[str, str] | None = None,
+    ready_timeout: float = 30.0,
+    output_lines: list[str] | None = None,
 ) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    """``flightsql-srv serve`` as a subprocess; yields (process, port) once it answers."""
+    """``flightsql-srv serve`` as a subprocess; yields (process, port) once it answers.
+
+    The server's output goes to a temporary file; ``output_lines`` receives it at the end.
+    """
     port = free_port()
     cmd = [sys.executable, "-m", "flightsql_srv", "serve", "--port", str(port), *args]
     if "--health-port" not in args:
@@ -122,4 +128,6 @@ def server_process(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+        if output_lines is not None:
+            output_lines.extend(output().splitlines(keepends=True))
         log.close()

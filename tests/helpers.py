@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -126,23 +125,8 @@ def drain(reader: Any) -> tuple[int, list[int]]:
 def serve_subprocess(
     *args: str, env: dict[str, str] | None = None
 ) -> Iterator[tuple[subprocess.Popen[str], int, list[str]]]:
-    """:func:`tests.conftest.server_process`, plus its output drained and its pipe closed.
-
-    The server's output is read in a thread (so a chatty server never blocks on a full
-    pipe) into the yielded list, and the pipe is closed afterwards (an unclosed pipe is a
-    ResourceWarning, which this suite turns into an error).
-    """
+    """:func:`tests.conftest.server_process`, also yielding a list that holds the server's
+    output lines once the block has ended."""
     output: list[str] = []
-    started: list[subprocess.Popen[str]] = []
-    try:
-        with server_process(*args, env=env) as (proc, port):
-            started.append(proc)
-            assert proc.stdout is not None
-            reader = threading.Thread(target=output.extend, args=(proc.stdout,), daemon=True)
-            reader.start()
-            yield proc, port, output
-        reader.join(timeout=10)
-    finally:
-        for proc in started:
-            if proc.stdout is not None:
-                proc.stdout.close()
+    with server_process(*args, env=env, output_lines=output) as (proc, port):
+        yield proc, port, output
