@@ -170,7 +170,9 @@ def test_cancel_with_a_forged_ticket_is_unauthenticated(
     message.endpoint[0].ticket.ticket = b"F1" + b"\x00" * 32 + b'{"kind":"query","id":"x"}'
     request = flight_pb2.CancelFlightInfoRequest(info=message)
     with pytest.raises(flight.FlightUnauthenticatedError) as raised:
-        list(cancel_client.do_action(flight.Action("CancelFlightInfo", request.SerializeToString())))
+        list(
+            cancel_client.do_action(flight.Action("CancelFlightInfo", request.SerializeToString()))
+        )
     assert_flight_error(raised, flight.FlightUnauthenticatedError, "ticket")
 
 

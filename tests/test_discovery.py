@@ -19,7 +19,7 @@ from google.protobuf.message import Message
 
 from flightsql_srv.protocol import pack, sql_pb2
 from tests.conftest import running_server
-from tests.helpers import assert_flight_error, drain, statement_descriptor
+from tests.helpers import assert_flight_error, statement_descriptor
 
 CATALOG = "flightsql"
 
@@ -285,9 +285,9 @@ def test_adbc_get_objects_columns_match_the_tables(
             assert [c["xdbc_data_type"] for c in columns] == [_XDBC_OF[f.type] for f in expected]
     assert seen == ALL_TABLES
 
-    view = _objects(
-        cat_conn, depth=depth, db_schema_filter="shop", table_types_filter=["VIEW"]
-    )[0]["catalog_db_schemas"]
+    view = _objects(cat_conn, depth=depth, db_schema_filter="shop", table_types_filter=["VIEW"])[0][
+        "catalog_db_schemas"
+    ]
     assert [s["db_schema_name"] for s in view] == ["shop"]
     (order_view,) = view[0]["db_schema_tables"]
     assert [c["column_name"] for c in order_view["table_columns"]] == ["id", "name"]
@@ -457,9 +457,7 @@ def test_get_tables_include_schema_on_the_demo_catalog(client: flight.FlightClie
 
 def test_get_tables_grafana_tables_resource(client: flight.FlightClient) -> None:
     """Grafana's /flightsql/tables: types ["BASE TABLE","table"], columns by position."""
-    schema, table, _ = _fetch(
-        client, sql_pb2.CommandGetTables(table_types=["BASE TABLE", "table"])
-    )
+    schema, table, _ = _fetch(client, sql_pb2.CommandGetTables(table_types=["BASE TABLE", "table"]))
     assert schema.names == ["catalog_name", "db_schema_name", "table_name", "table_type"]
     assert schema.equals(TABLES)
     rows = _rows(table, "db_schema_name", "table_name")

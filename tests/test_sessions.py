@@ -240,7 +240,9 @@ def test_cookie_with_tampered_payload_is_ignored(
 ) -> None:
     assert _set(session_client, {"schema": "demo"}) == {}
     good = jar.cookies["arrow_flight_session"]
-    options = flight.FlightCallOptions(headers=[(b"cookie", f"arrow_flight_session={good}".encode())])
+    options = flight.FlightCallOptions(
+        headers=[(b"cookie", f"arrow_flight_session={good}".encode())]
+    )
     assert _get(client, options) == {**DEFAULTS, "schema": "demo"}
     # Flip one character of the signed payload: the session must fall back to defaults.
     middle = len(good) // 2
