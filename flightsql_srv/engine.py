@@ -22,7 +22,7 @@ from flightsql_srv.catalog import SchemaDecl, register_catalog
 from flightsql_srv.config import Settings
 from flightsql_srv.errors import InvalidArgument, ReadOnlyViolation
 from flightsql_srv.results import portable_reader, portable_schema
-from flightsql_srv.sessions import SessionOptions
+from flightsql_srv.sessions import DEFAULT_SCHEMA, SessionOptions
 from flightsql_srv.sqltext import placeholders
 
 __all__ = ["Engine", "Plan", "MAX_SQL_BYTES", "MAX_MESSAGE_BYTES", "batch_rows_for"]
@@ -52,20 +52,20 @@ class Plan:
         """The schema clients receive (see :mod:`flightsql_srv.results`)."""
         return portable_schema(self.frame.schema())
 
-    def reader(
+    def execute(
         self,
         cancelled: threading.Event | None = None,
         on_close: Callable[[], None] | None = None,
-    ) -> pa.RecordBatchReader:
-        """Start executing and return the result stream.
+    ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+        """Start executing; returns the result schema and its batches.
 
         The first batch is fetched here, so an execution error (a failed cast, a file that
         vanished) is raised before anything is sent: the Grafana datasource hides errors that
         arrive after the schema.
 
         Args:
-            cancelled: when set, the stream ends with CANCELLED before its next batch.
-            on_close: called once the stream is finished, failed or abandoned.
+            cancelled: when set, the batches end with CANCELLED before the next one.
+            on_close: called once the batches are finished, failed or abandoned.
         """
         reader = portable_reader(pa.RecordBatchReader.from_stream(self.frame))
         try:
@@ -76,9 +76,11 @@ class Plan:
             if on_close is not None:
                 on_close()
             raise InvalidArgument(f"query failed: {_clean(exc)}") from None
-        return pa.RecordBatchReader.from_batches(
-            reader.schema, _batches(first, reader, cancelled, on_close)
-        )
+        return reader.schema, _batches(first, reader, cancelled, on_close)
+
+    def reader(self) -> pa.RecordBatchReader:
+        """:meth:`execute` as a record batch reader."""
+        return pa.RecordBatchReader.from_batches(*self.execute())
 
 
 def _batches(
@@ -87,7 +89,7 @@ def _batches(
     cancelled: threading.Event | None,
     on_close: Callable[[], None] | None,
 ) -> Iterator[pa.RecordBatch]:
-    """Hand batches to the C++ server, checking for cancellation between them.
+    """Hand batches to the Flight server, checking for cancellation between them.
 
     Batch sizes follow an estimate of the row width; a batch that still comes out larger
     than :data:`MAX_MESSAGE_BYTES` (long strings) is cut into zero-copy slices, so no
@@ -141,7 +143,7 @@ class Engine:
     def _new_context(self, options: SessionOptions, batch_rows: int = 0) -> SessionContext:
         config = (
             SessionConfig()
-            .with_default_catalog_and_schema(self.catalog_name, options.schema or "public")
+            .with_default_catalog_and_schema(self.catalog_name, options.schema or DEFAULT_SCHEMA)
             .with_information_schema(True)
             .with_batch_size(batch_rows or self._default_rows)
             # Clients want utf8, not views: read Parquet strings as utf8 from the start
@@ -232,7 +234,7 @@ class Engine:
 
     def probe(self) -> None:
         """Plan and run a trivial query; raises when the engine cannot answer."""
-        rows = self.plan("SELECT 1 AS probe").reader().read_all().num_rows
+        rows = sum(b.num_rows for b in self.plan("SELECT 1 AS probe").execute()[1])
         if rows != 1:
             raise RuntimeError(f"probe query returned {rows} rows instead of 1")
 

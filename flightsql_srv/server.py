@@ -231,7 +231,10 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
             if body.get("kind") == "metadata":
                 command = unpack_command(base64.b64decode(body["command"]))
                 return _table_stream(self.discovery.table(command))
-            return flight.RecordBatchStream(self.statements.execute(ticket.ticket, principal))
+            # GeneratorStream (not RecordBatchStream over a reader) so that a cancel raised
+            # between batches reaches the client as CANCELLED rather than UNKNOWN.
+            schema, batches = self.statements.execute(ticket.ticket, principal)
+            return flight.GeneratorStream(schema, batches)
 
     # -- DoPut -----------------------------------------------------------------------------
 

@@ -27,11 +27,14 @@ __all__ = [
     "apply_options",
     "options_result",
     "encode_cookie",
+    "DEFAULT_SCHEMA",
 ]
 
 log = logging.getLogger("flightsql_srv")
 
 COOKIE = "arrow_flight_session"
+#: The schema unqualified names resolve in when the session sets none.
+DEFAULT_SCHEMA = "public"
 _PURPOSE = "session"
 _OFFSET = re.compile(r"^[+-](0\d|1[0-4]):[0-5]\d$")
 _Error = flight_pb2.SetSessionOptionsResult
@@ -99,9 +102,10 @@ def options_result(options: SessionOptions, catalog_name: str) -> bytes:
     """A serialized GetSessionOptionsResult for ``options``."""
     result = flight_pb2.GetSessionOptionsResult()
     result.session_options["catalog"].string_value = catalog_name
-    for name, value in asdict(options).items():
-        if value is not None:
-            result.session_options[name].string_value = value
+    # The effective schema is always reported (ADBC's current_db_schema needs one).
+    result.session_options["schema"].string_value = options.schema or DEFAULT_SCHEMA
+    if options.timezone is not None:
+        result.session_options["timezone"].string_value = options.timezone
     data: bytes = result.SerializeToString()
     return data
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -121,7 +122,7 @@ class Statements:
         query = self._owned(body, principal, "prepared statement handle")
         return Query(query.sql, query.params, principal, options, query.substrait)
 
-    def execute(self, ticket: bytes, principal: str) -> pa.RecordBatchReader:
+    def execute(self, ticket: bytes, principal: str) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
         """Run the query behind a DoGet ticket issued to ``principal``; CancelFlightInfo
         on the same ticket stops it."""
         body = self.signer.verify(TICKET, ticket, "ticket")
@@ -135,7 +136,7 @@ class Statements:
         except BaseException:
             self.running.finish(query_id)
             raise
-        return plan.reader(cancelled, lambda: self.running.finish(query_id))
+        return plan.execute(cancelled, lambda: self.running.finish(query_id))
 
     def cancellable(self, ticket: bytes) -> bool:
         """True for a query ticket (metadata tickets have nothing to stop)."""

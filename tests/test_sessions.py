@@ -105,7 +105,7 @@ def _query(
     return client.do_get(info.endpoints[0].ticket, call_options).read_all()
 
 
-DEFAULTS = {"catalog": "flightsql"}
+DEFAULTS = {"catalog": "flightsql", "schema": "public"}
 
 
 # -- ADBC ------------------------------------------------------------------------------------
