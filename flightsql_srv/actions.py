@@ -7,7 +7,6 @@ Flight SQL actions carry Any-wrapped bodies and results; the Flight-level ones
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pyarrow.flight as flight
@@ -15,11 +14,12 @@ from google.protobuf.message import DecodeError, Message
 
 from flightsql_srv.errors import InvalidArgument, Unimplemented
 from flightsql_srv.protocol import InvalidCommand, flight_pb2, pack, sql_pb2, unpack_command
+from flightsql_srv.request import Call
 from flightsql_srv.sessions import SessionOptions, apply_options, encode_cookie, options_result
 from flightsql_srv.statements import Query, Statements
 from flightsql_srv.tickets import Signer
 
-__all__ = ["ACTIONS", "ActionCall", "Actions"]
+__all__ = ["ACTIONS", "Actions"]
 
 #: (type, description) of every action, as ListActions reports them.
 ACTIONS = [
@@ -32,15 +32,6 @@ ACTIONS = [
     ("GetSessionOptions", "Show the session's options"),
     ("CloseSession", "Forget the session's options"),
 ]
-
-
-@dataclass(frozen=True)
-class ActionCall:
-    """Who is calling and with which session."""
-
-    context: flight.ServerCallContext
-    principal: str
-    session: SessionOptions
 
 
 def _parse(message: Message, body: bytes, action: str) -> Any:
@@ -69,7 +60,7 @@ class Actions:
     def __init__(self, statements: Statements, signer: Signer) -> None:
         self.statements = statements
         self.signer = signer
-        self._handlers: dict[str, Callable[[ActionCall, flight.Action], list[bytes]]] = {
+        self._handlers: dict[str, Callable[[Call, flight.Action], list[bytes]]] = {
             "CreatePreparedStatement": self._prepare,
             "CreatePreparedSubstraitPlan": self._prepare,
             "ClosePreparedStatement": self._close_prepared,
@@ -80,7 +71,7 @@ class Actions:
             "CloseSession": self._close_session,
         }
 
-    def run(self, call: ActionCall, action: flight.Action) -> list[bytes]:
+    def run(self, call: Call, action: flight.Action) -> list[bytes]:
         handler = self._handlers.get(action.type)
         if handler is None:
             raise Unimplemented(
@@ -88,14 +79,14 @@ class Actions:
             )
         return handler(call, action)
 
-    def _prepare(self, call: ActionCall, action: flight.Action) -> list[bytes]:
+    def _prepare(self, call: Call, action: flight.Action) -> list[bytes]:
         if action.type == "CreatePreparedStatement":
             request = _unpack(action, sql_pb2.ActionCreatePreparedStatementRequest)
             query = Query(request.query, None, call.principal, call.session)
         else:
             request = _unpack(action, sql_pb2.ActionCreatePreparedSubstraitPlanRequest)
             query = Query("", None, call.principal, call.session, substrait=request.plan.plan)
-        handle, dataset, parameters = self.statements.prepare(query)
+        handle, dataset, parameters = self.statements.prepare(query, call.request)
         result = sql_pb2.ActionCreatePreparedStatementResult(
             prepared_statement_handle=handle,
             dataset_schema=dataset.serialize().to_pybytes(),
@@ -103,12 +94,12 @@ class Actions:
         )
         return [pack(result)]
 
-    def _close_prepared(self, call: ActionCall, action: flight.Action) -> list[bytes]:
+    def _close_prepared(self, call: Call, action: flight.Action) -> list[bytes]:
         # Handles carry their state, so there is nothing to free; never fail (ADBC's cursor
         # breaks for good if closing fails).
         return []
 
-    def _cancel(self, call: ActionCall, info: flight_pb2.FlightInfo) -> bool:
+    def _cancel(self, call: Call, info: flight_pb2.FlightInfo) -> bool:
         """Cancel every query ticket in ``info``; False when none of them is a query."""
         tickets = [e.ticket.ticket for e in info.endpoint]
         queries = [t for t in tickets if self.statements.cancellable(t)]
@@ -116,7 +107,7 @@ class Actions:
             self.statements.cancel(ticket, call.principal)
         return bool(queries)
 
-    def _cancel_flight_info(self, call: ActionCall, action: flight.Action) -> list[bytes]:
+    def _cancel_flight_info(self, call: Call, action: flight.Action) -> list[bytes]:
         request = _parse(
             flight_pb2.CancelFlightInfoRequest(), action.body.to_pybytes(), action.type
         )
@@ -127,7 +118,7 @@ class Actions:
         )
         return [flight_pb2.CancelFlightInfoResult(status=status).SerializeToString()]
 
-    def _cancel_query(self, call: ActionCall, action: flight.Action) -> list[bytes]:
+    def _cancel_query(self, call: Call, action: flight.Action) -> list[bytes]:
         request = _unpack(action, sql_pb2.ActionCancelQueryRequest)
         info = _parse(flight_pb2.FlightInfo(), request.info, action.type)
         result = sql_pb2.ActionCancelQueryResult
@@ -138,7 +129,7 @@ class Actions:
         )
         return [pack(result(result=status))]
 
-    def _set_session_options(self, call: ActionCall, action: flight.Action) -> list[bytes]:
+    def _set_session_options(self, call: Call, action: flight.Action) -> list[bytes]:
         request = _parse(
             flight_pb2.SetSessionOptionsRequest(), action.body.to_pybytes(), action.type
         )
@@ -152,10 +143,10 @@ class Actions:
             outcome.errors[name].value = code  # type: ignore[assignment]
         return [outcome.SerializeToString()]
 
-    def _get_session_options(self, call: ActionCall, action: flight.Action) -> list[bytes]:
+    def _get_session_options(self, call: Call, action: flight.Action) -> list[bytes]:
         return [options_result(call.session, self.statements.engine.catalog_name)]
 
-    def _close_session(self, call: ActionCall, action: flight.Action) -> list[bytes]:
+    def _close_session(self, call: Call, action: flight.Action) -> list[bytes]:
         call.context.add_header("set-cookie", encode_cookie(self.signer, SessionOptions()))
         closed = flight_pb2.CloseSessionResult.CLOSED
         return [flight_pb2.CloseSessionResult(status=closed).SerializeToString()]

@@ -14,6 +14,7 @@ from flightsql_srv.catalog import load_catalog
 from flightsql_srv.config import Settings
 from flightsql_srv.engine import Engine
 from flightsql_srv.health import HealthService
+from flightsql_srv.macros import load_user_macros
 from flightsql_srv.metrics import Metrics, MetricsMiddlewareFactory
 from flightsql_srv.server import FlightSqlServer
 from flightsql_srv.tickets import Signer
@@ -33,6 +34,7 @@ class Service:
 
     Raises:
         CatalogError: a catalog file is invalid (the message names file and table).
+        MacroConfigError: a macro file is invalid (the message names file and macro).
         OSError: a port cannot be bound.
     """
 
@@ -49,6 +51,7 @@ class Service:
                 "no ticket_secret configured: using a random one; replicas behind one load "
                 "balancer must share FLIGHTSQL_SRV_TICKET_SECRET"
             )
+        self.user_macros = load_user_macros(settings.macros_dir)
         self.metrics = Metrics()
         self.flight = FlightSqlServer(
             f"grpc://{settings.host}:{settings.port}",
@@ -56,6 +59,8 @@ class Service:
             signer,
             settings.ticket_ttl,
             middleware={"metrics": MetricsMiddlewareFactory(self.metrics)},
+            user_macros=self.user_macros,
+            grafana_profile=settings.grafana_profile,
         )
         self.health = HealthService(
             settings.host,
@@ -84,6 +89,7 @@ class Service:
                     "metrics_port": self.metrics_port,
                     "catalog": str(self.settings.catalog_dir),
                     "tables": sum(len(s.tables) for s in self.engine.schemas),
+                    "user_macros": len(self.user_macros),
                     "startup_s": round(self._startup_s, 3),
                 }
             },

@@ -18,6 +18,7 @@ from flightsql_srv.config import (
     load_settings,
     setting_fields,
 )
+from flightsql_srv.macros import MacroConfigError
 from flightsql_srv.observability import configure_logging
 
 __all__ = ["main"]
@@ -27,6 +28,8 @@ def _click_type(f: Field[Any]) -> Any:
     kind = field_type(f)
     if getattr(kind, "__origin__", None) is Literal:
         return click.Choice(list(get_args(kind)))
+    if kind is bool:
+        return click.BOOL
     return click.Path(path_type=Path) if kind is Path else kind
 
 
@@ -73,6 +76,8 @@ def serve(config_file: Path | None, **flags: Any) -> None:
         service = Service(settings)
     except CatalogError as exc:
         raise click.UsageError(f"catalog: {exc}") from None
+    except MacroConfigError as exc:
+        raise click.UsageError(f"macros: {exc}") from None
     except OSError as exc:
         click.echo(f"Error: cannot listen on {settings.host}:{settings.port}: {exc}", err=True)
         sys.exit(1)

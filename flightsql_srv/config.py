@@ -22,6 +22,7 @@ __all__ = [
     "ENV_PREFIX",
     "load_settings",
     "default_catalog_dir",
+    "default_macros_dir",
     "setting_fields",
     "field_type",
 ]
@@ -50,6 +51,11 @@ def default_catalog_dir() -> Path:
     return _bundled("catalog")
 
 
+def default_macros_dir() -> Path:
+    """The shipped user macros (``macros/`` of the source tree or the installed wheel)."""
+    return _bundled("macros")
+
+
 def _opt(default: Any, help: str, *, secret: bool = False, flag: bool = True) -> Any:
     return field(
         default=default, repr=not secret, metadata={"help": help, "secret": secret, "flag": flag}
@@ -66,6 +72,14 @@ class Settings:
     metrics_port: int = _opt(9464, "Prometheus /metrics HTTP port; -1 disables it.")
     catalog: Path = _opt(
         Path(), "Directory of catalog TOML files (default: the embedded demo catalog)."
+    )
+    macros: Path = _opt(
+        Path(), "Directory of user macro TOML files (default: the shipped macros/ folder)."
+    )
+    grafana_profile: bool = _opt(
+        False,
+        "Shape every result for the Grafana datasource (dates as timestamps, decimals as "
+        "float64, nested values as JSON text), not only requests with x-client-type: grafana.",
     )
     catalog_name: str = _opt("flightsql", "Name of the single SQL catalog the tables live in.")
     ticket_secret: str = _opt(
@@ -121,6 +135,11 @@ class Settings:
         return self.catalog if self.catalog != Path() else default_catalog_dir()
 
     @property
+    def macros_dir(self) -> Path:
+        """The user macro directory to load."""
+        return self.macros if self.macros != Path() else default_macros_dir()
+
+    @property
     def ticket_secrets(self) -> list[bytes]:
         """Configured signing secrets, first one signs; empty when none was configured."""
         return [s.strip().encode() for s in self.ticket_secret.split(",") if s.strip()]
@@ -156,9 +175,13 @@ def _check_type(f: dataclasses.Field[Any], value: Any, where: str) -> None:
 
 
 def _describe(expected: Any) -> str:
-    return {int: "an integer", float: "a number", str: "a string", Path: "a path"}.get(
-        expected, str(expected)
-    )
+    return {
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        Path: "a path",
+        bool: "true or false",
+    }.get(expected, str(expected))
 
 
 def coerce(f: dataclasses.Field[Any], raw: Any, where: str) -> Any:
@@ -168,6 +191,13 @@ def coerce(f: dataclasses.Field[Any], raw: Any, where: str) -> Any:
         if not isinstance(raw, str | Path):
             raise ConfigError(f"{where} must be a path string, got {raw!r}")
         return Path(raw)
+    if expected is bool and isinstance(raw, str):
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{where} must be true or false, got {raw!r}")
     if isinstance(raw, str) and expected in (int, float):
         try:
             return expected(raw.strip())

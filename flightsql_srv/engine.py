@@ -12,18 +12,34 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.flight as flight
-from datafusion import DataFrame, LogicalPlan, SessionConfig, SessionContext, SQLOptions
+from datafusion import (
+    DataFrame,
+    LogicalPlan,
+    SessionConfig,
+    SessionContext,
+    SQLOptions,
+    col,
+    lit,
+)
+from datafusion.catalog import Schema
 from datafusion.substrait import Consumer, Serde
 
 from flightsql_srv.catalog import SchemaDecl, register_catalog
 from flightsql_srv.config import Settings
 from flightsql_srv.errors import InvalidArgument, ReadOnlyViolation
-from flightsql_srv.results import portable_reader, portable_schema
+from flightsql_srv.results import (
+    grafana_reader,
+    grafana_schema,
+    portable_reader,
+    portable_schema,
+)
 from flightsql_srv.sessions import DEFAULT_SCHEMA, SessionOptions
-from flightsql_srv.sqltext import placeholders
+from flightsql_srv.sqltext import placeholders, quote_name
 
 __all__ = ["Engine", "Plan", "MAX_SQL_BYTES", "MAX_MESSAGE_BYTES", "batch_rows_for"]
 
@@ -46,11 +62,14 @@ class Plan:
 
     sql: str
     frame: DataFrame
+    #: Shape results for the Grafana datasource (see :mod:`flightsql_srv.results`).
+    grafana: bool = False
 
     @property
     def schema(self) -> pa.Schema:
         """The schema clients receive (see :mod:`flightsql_srv.results`)."""
-        return portable_schema(self.frame.schema())
+        raw = self.frame.schema()
+        return grafana_schema(raw) if self.grafana else portable_schema(raw)
 
     def execute(
         self,
@@ -67,7 +86,8 @@ class Plan:
             cancelled: when set, the batches end with CANCELLED before the next one.
             on_close: called once the batches are finished, failed or abandoned.
         """
-        reader = portable_reader(pa.RecordBatchReader.from_stream(self.frame))
+        stream = pa.RecordBatchReader.from_stream(self.frame)
+        reader = grafana_reader(stream) if self.grafana else portable_reader(stream)
         try:
             first = reader.read_next_batch()
         except StopIteration:
@@ -132,6 +152,13 @@ class Engine:
         self.ctx = self._new_context(SessionOptions())
         register_catalog(self.ctx, settings.catalog_name, schemas)
         self.schemas = schemas
+        #: (schema, table) -> time column, for tables read through a range filter.
+        self._time_columns = {
+            (t.schema, t.name): t.time_column
+            for s in schemas
+            for t in s.tables
+            if t.time_column and not t.is_view
+        }
         self._contexts: OrderedDict[tuple[SessionOptions, int], SessionContext] = OrderedDict()
         self._contexts[(SessionOptions(), self._default_rows)] = self.ctx
         self._lock = threading.Lock()
@@ -189,8 +216,21 @@ class Engine:
         sql: str,
         params: pa.RecordBatch | None = None,
         options: SessionOptions | None = None,
+        *,
+        bounds: tuple[datetime, datetime] | None = None,
+        limit: int | None = None,
+        grafana: bool = False,
     ) -> Plan:
         """Plan ``sql`` read-only, with ``params`` (one row) bound to its placeholders.
+
+        Args:
+            sql: the statement (macros already expanded).
+            params: one row of placeholder values.
+            options: the session's schema and time zone.
+            bounds: a time range; tables that declare a ``time_column`` are read through a
+                filter on it, so files and row groups outside it are pruned.
+            limit: at most this many rows.
+            grafana: shape results for the Grafana datasource.
 
         Raises:
             InvalidArgument: empty or oversized SQL, a write statement, or a planning error.
@@ -201,14 +241,50 @@ class Engine:
             raise InvalidArgument(f"the query is longer than {MAX_SQL_BYTES} bytes")
         values = _param_values(params) if params is not None else None
         options = options or SessionOptions()
-        frame = self._plan_sql(self.context(options), sql, values)
+        frame = self._plan_sql(self._scoped(options, 0, bounds), sql, values)
         if not self._settings.batch_size:
             # Batch rows follow the row width, so large scans send few large messages and
             # wide rows still stay far below gRPC's 4 MiB limit: re-plan when they differ.
             rows = batch_rows_for(frame.schema())
             if rows != self._default_rows:
-                frame = self._plan_sql(self.context(options, rows), sql, values)
-        return Plan(sql, frame)
+                frame = self._plan_sql(self._scoped(options, rows, bounds), sql, values)
+        if limit is not None:
+            frame = frame.limit(limit)
+        return Plan(sql, frame, grafana)
+
+    def _scoped(
+        self, options: SessionOptions, rows: int, bounds: tuple[datetime, datetime] | None
+    ) -> SessionContext:
+        """The context to plan in; with ``bounds``, a fresh one whose time-series tables are
+        views filtered to the range (built per query: ranges rarely repeat)."""
+        if bounds is None or not self._time_columns:
+            return self.context(options, rows)
+        ctx = self._new_context(options, rows)
+        base, view = self.ctx.catalog(self.catalog_name), ctx.catalog(self.catalog_name)
+        bounded_schemas = {schema for schema, _ in self._time_columns}
+        for name in base.schema_names():
+            if name in view.schema_names():
+                view.deregister_schema(name)
+            if name not in bounded_schemas:
+                view.register_schema(name, base.schema(name))
+                continue
+            scoped = Schema.memory_schema()
+            view.register_schema(name, scoped)
+            for table in base.schema(name).names():
+                qualified = f"{quote_name(name)}.{quote_name(table)}"
+                column = self._time_columns.get((name, table))
+                if column is None:
+                    scoped.register_table(table, self.ctx.table_provider(qualified))
+                else:
+                    scoped.register_table(table, self._bounded(qualified, column, bounds))
+        return ctx
+
+    def _bounded(self, qualified: str, column: str, bounds: tuple[datetime, datetime]) -> Any:
+        frame = self.ctx.table(qualified)
+        kind = frame.schema().field(column).type
+        start, end = (_timestamp(t, kind) for t in bounds)
+        time = col(quote_name(column))
+        return frame.filter((time >= lit(start)) & (time <= lit(end))).into_view()
 
     @staticmethod
     def _plan_sql(ctx: SessionContext, sql: str, values: dict[str, pa.Scalar] | None) -> DataFrame:
@@ -217,7 +293,14 @@ class Engine:
         except Exception as exc:
             raise _planning_error(exc) from None
 
-    def plan_substrait(self, plan: bytes, options: SessionOptions | None = None) -> Plan:
+    def plan_substrait(
+        self,
+        plan: bytes,
+        options: SessionOptions | None = None,
+        *,
+        limit: int | None = None,
+        grafana: bool = False,
+    ) -> Plan:
         """Plan a serialized Substrait plan, refusing anything that writes.
 
         Raises:
@@ -230,7 +313,8 @@ class Engine:
         except Exception as exc:
             raise InvalidArgument(f"invalid Substrait plan: {_clean(exc)}") from None
         _refuse_writes(logical)
-        return Plan("<substrait plan>", ctx.create_dataframe_from_logical_plan(logical))
+        frame = ctx.create_dataframe_from_logical_plan(logical)
+        return Plan("<substrait plan>", frame if limit is None else frame.limit(limit), grafana)
 
     def probe(self) -> None:
         """Plan and run a trivial query; raises when the engine cannot answer."""
@@ -241,6 +325,13 @@ class Engine:
     def parameter_schema(self, sql: str) -> pa.Schema:
         """One field per placeholder, named after it; types are unknown (``null``)."""
         return pa.schema([pa.field(name, pa.null()) for name in placeholders(sql)])
+
+
+def _timestamp(value: datetime, kind: pa.DataType) -> pa.Scalar:
+    """``value`` (aware, UTC) as a literal of the time column's type."""
+    if kind.tz is None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return pa.scalar(value, kind)
 
 
 def batch_rows_for(schema: pa.Schema) -> int:

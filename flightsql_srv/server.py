@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.flight as flight
 from google.protobuf.message import Message
 
-from flightsql_srv.actions import ACTIONS, ActionCall, Actions
+from flightsql_srv.actions import ACTIONS, Actions
 from flightsql_srv.discovery import METADATA_COMMANDS, Discovery
 from flightsql_srv.engine import Engine
 from flightsql_srv.errors import InvalidArgument, NotFound, Unimplemented, rpc_boundary
+from flightsql_srv.macros import UserMacro
 from flightsql_srv.protocol import InvalidCommand, sql_pb2, unpack_command
+from flightsql_srv.request import Call, HeadersMiddlewareFactory, RequestInfo
 from flightsql_srv.sessions import (
     SessionMiddlewareFactory,
-    SessionOptions,
 )
 from flightsql_srv.sqlinfo import sql_info_values
 from flightsql_srv.sqltext import quote_name
@@ -59,15 +60,22 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         signer: Signer,
         ticket_ttl: float,
         middleware: dict[str, flight.ServerMiddlewareFactory] | None = None,
+        user_macros: Mapping[str, UserMacro] | None = None,
+        grafana_profile: bool = False,
         **kwargs: Any,
     ) -> None:
-        middleware = {**(middleware or {}), "session": SessionMiddlewareFactory(signer)}
+        middleware = {
+            **(middleware or {}),
+            "session": SessionMiddlewareFactory(signer),
+            "headers": HeadersMiddlewareFactory(),
+        }
         super().__init__(location, middleware=middleware, **kwargs)
+        self.grafana_profile = grafana_profile
         self.signer = signer
         self.engine = engine
         #: Set when shutting down: new queries are refused with UNAVAILABLE.
         self.draining = False
-        self.statements = Statements(engine, signer, ticket_ttl)
+        self.statements = Statements(engine, signer, ticket_ttl, user_macros)
         self.discovery = Discovery(engine, sql_info_values(engine.ctx))
         self.actions = Actions(self.statements, signer)
         self._info_handlers: dict[type[Message], Callable[..., flight.FlightInfo]] = {
@@ -86,14 +94,16 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
                 "the server is shutting down; retry the query (on another replica)"
             )
 
-    def _principal(self, context: flight.ServerCallContext) -> str:
-        """The caller's identity; empty until authentication is configured."""
-        return ""
-
-    @staticmethod
-    def _session(context: flight.ServerCallContext) -> SessionOptions:
-        options: SessionOptions = context.get_middleware("session").options
-        return options
+    def _call(self, context: flight.ServerCallContext) -> Call:
+        """Who calls (no identity until authentication is configured), with which session
+        options and request metadata."""
+        headers = context.get_middleware("headers").headers
+        return Call(
+            context=context,
+            principal="",
+            session=context.get_middleware("session").options,
+            request=RequestInfo.from_headers(headers, self.grafana_profile),
+        )
 
     @staticmethod
     def _command(descriptor: flight.FlightDescriptor) -> Message:
@@ -122,44 +132,37 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         self,
         command: sql_pb2.CommandStatementQuery,
         descriptor: flight.FlightDescriptor,
-        principal: str,
-        session: SessionOptions,
+        call: Call,
     ) -> flight.FlightInfo:
-        query = Query(command.query, None, principal, session)
-        return self.statements.flight_info(query, descriptor)
+        query = Query(command.query, None, call.principal, call.session)
+        return self.statements.flight_info(query, descriptor, call.request)
 
     def _substrait_info(
         self,
         command: sql_pb2.CommandStatementSubstraitPlan,
         descriptor: flight.FlightDescriptor,
-        principal: str,
-        session: SessionOptions,
+        call: Call,
     ) -> flight.FlightInfo:
-        query = Query("", None, principal, session, substrait=command.plan.plan)
-        return self.statements.flight_info(query, descriptor)
+        query = Query("", None, call.principal, call.session, substrait=command.plan.plan)
+        return self.statements.flight_info(query, descriptor, call.request)
 
     def _prepared_info(
         self,
         command: sql_pb2.CommandPreparedStatementQuery,
         descriptor: flight.FlightDescriptor,
-        principal: str,
-        session: SessionOptions,
+        call: Call,
     ) -> flight.FlightInfo:
         handle = command.prepared_statement_handle
-        query = self.statements.redeem_handle(handle, principal, session)
-        return self.statements.flight_info(query, descriptor)
+        query = self.statements.redeem_handle(handle, call.principal, call.session)
+        return self.statements.flight_info(query, descriptor, call.request)
 
     def _metadata_info(
-        self,
-        command: Message,
-        descriptor: flight.FlightDescriptor,
-        principal: str,
-        session: SessionOptions,
+        self, command: Message, descriptor: flight.FlightDescriptor, call: Call
     ) -> flight.FlightInfo:
         body = {
             "kind": "metadata",
             "command": base64.b64encode(descriptor.command).decode(),
-            "principal": principal,
+            "principal": call.principal,
         }
         return self._ticket_info(body, self.discovery.schema(command), descriptor)
 
@@ -168,9 +171,9 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
     ) -> flight.FlightInfo:
         with rpc_boundary("GetFlightInfo"):
             self._accepting()
-            principal, session = self._principal(context), self._session(context)
+            call = self._call(context)
             if descriptor.descriptor_type == flight.DescriptorType.PATH:
-                return self._table_info(descriptor, principal, session)
+                return self._table_info(descriptor, call)
             command = self._command(descriptor)
             self._refuse_writes(type(command))
             handler = self._info_handlers.get(type(command))
@@ -178,11 +181,9 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
                 raise Unimplemented(
                     f"{command.DESCRIPTOR.name} is not supported by GetFlightInfo on this server"
                 )
-            return handler(command, descriptor, principal, session)
+            return handler(command, descriptor, call)
 
-    def _table_info(
-        self, descriptor: flight.FlightDescriptor, principal: str, session: SessionOptions
-    ) -> flight.FlightInfo:
+    def _table_info(self, descriptor: flight.FlightDescriptor, call: Call) -> flight.FlightInfo:
         """A path descriptor ``[schema, table]`` reads the whole table."""
         try:
             path = [p.decode() for p in descriptor.path]
@@ -195,18 +196,17 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         schema, table = path
         if (schema, table) not in {(s, t) for s, t, _ in self.discovery.table_rows()}:
             raise NotFound(f"no table {schema}.{table}; ListFlights shows the tables")
-        query = Query(
-            f"SELECT * FROM {quote_name(schema)}.{quote_name(table)}", None, principal, session
-        )
-        return self.statements.flight_info(query, descriptor)
+        sql = f"SELECT * FROM {quote_name(schema)}.{quote_name(table)}"
+        query = Query(sql, None, call.principal, call.session)
+        return self.statements.flight_info(query, descriptor, call.request)
 
     def list_flights(
         self, context: flight.ServerCallContext, criteria: bytes
     ) -> Iterator[flight.FlightInfo]:
         with rpc_boundary("ListFlights"):
-            principal, session = self._principal(context), self._session(context)
+            call = self._call(context)
             infos = [
-                self._table_info(flight.FlightDescriptor.for_path(s, t), principal, session)
+                self._table_info(flight.FlightDescriptor.for_path(s, t), call)
                 for s, t, _ in self.discovery.table_rows()
             ]
         return iter(infos)
@@ -224,7 +224,8 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
     ) -> flight.FlightDataStream:
         with rpc_boundary("DoGet"):
             self._accepting()
-            principal = self._principal(context)
+            call = self._call(context)
+            principal = call.principal
             body = self.statements.signer.verify(TICKET, ticket.ticket, "ticket")
             if body.get("principal", "") != principal:
                 raise flight.FlightUnauthorizedError("this ticket was issued to another principal")
@@ -233,7 +234,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
                 return _table_stream(self.discovery.table(command))
             # GeneratorStream (not RecordBatchStream over a reader) so that a cancel raised
             # between batches reaches the client as CANCELLED rather than UNKNOWN.
-            schema, batches = self.statements.execute(ticket.ticket, principal)
+            schema, batches = self.statements.execute(ticket.ticket, principal, call.request)
             return flight.GeneratorStream(schema, batches)
 
     # -- DoPut -----------------------------------------------------------------------------
@@ -252,7 +253,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
             if not isinstance(command, sql_pb2.CommandPreparedStatementQuery):
                 raise Unimplemented(f"DoPut does not accept {command.DESCRIPTOR.name}")
             handle = self.statements.bind(
-                command.prepared_statement_handle, reader, self._principal(context)
+                command.prepared_statement_handle, reader, self._call(context).principal
             )
             result = sql_pb2.DoPutPreparedStatementResult(prepared_statement_handle=handle)
             writer.write(pa.py_buffer(result.SerializeToString()))
@@ -269,7 +270,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
             if not action.type.startswith("Close"):
                 self._accepting()
             self._refuse_writes(action.type)
-            call = ActionCall(context, self._principal(context), self._session(context))
+            call = self._call(context)
             return iter(self.actions.run(call, action))
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
@@ -18,6 +19,8 @@ import pyarrow.flight as flight
 
 from flightsql_srv.engine import Engine, Plan
 from flightsql_srv.errors import InvalidArgument, ReadOnlyViolation
+from flightsql_srv.macros import UserMacro, expand
+from flightsql_srv.request import RequestInfo
 from flightsql_srv.running import RunningQueries
 from flightsql_srv.sessions import SessionOptions
 from flightsql_srv.sqltext import placeholders
@@ -38,6 +41,12 @@ class Query:
     options: SessionOptions = field(default_factory=SessionOptions)
     #: A serialized Substrait plan; when set, ``sql`` is ignored.
     substrait: bytes | None = None
+    #: Time range that time-series tables are read through.
+    bounds: tuple[datetime, datetime] | None = None
+    #: At most this many rows.
+    limit: int | None = None
+    #: Results shaped for the Grafana datasource.
+    grafana: bool = False
 
     def body(self) -> dict[str, Any]:
         """The JSON-able form signed into tickets and handles."""
@@ -47,59 +56,106 @@ class Query:
             "principal": self.principal,
             "session": {k: v for k, v in asdict(self.options).items() if v is not None},
             "substrait": base64.b64encode(self.substrait).decode() if self.substrait else None,
+            "bounds": [t.isoformat() for t in self.bounds] if self.bounds else None,
+            "limit": self.limit,
+            "grafana": self.grafana,
         }
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> Query:
         substrait = body.get("substrait")
+        bounds = body.get("bounds")
         return cls(
             sql=str(body.get("sql", "")),
             params=decode_batch(body.get("params")),
             principal=str(body.get("principal", "")),
             options=SessionOptions(**body.get("session", {})),
             substrait=base64.b64decode(substrait) if substrait else None,
+            bounds=(datetime.fromisoformat(bounds[0]), datetime.fromisoformat(bounds[1]))
+            if bounds
+            else None,
+            limit=body.get("limit"),
+            grafana=bool(body.get("grafana", False)),
         )
 
 
 class Statements:
     """Plans statements and issues/redeems the tokens that stand for them."""
 
-    def __init__(self, engine: Engine, signer: Signer, ticket_ttl: float) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        signer: Signer,
+        ticket_ttl: float,
+        user_macros: Mapping[str, UserMacro] | None = None,
+    ) -> None:
         self.engine = engine
         self.signer = signer
         self.ticket_ttl = ticket_ttl
+        self.user_macros = dict(user_macros or {})
         self.running = RunningQueries(ticket_ttl)
+
+    def shape(self, query: Query, request: RequestInfo) -> Query:
+        """Apply a request's metadata: expand macros with its time range and interval, and
+        take its range bounds, row limit and result profile."""
+        sql = query.sql
+        if query.substrait is None:
+            sql = expand(sql, request.macros, self.user_macros)
+        return replace(
+            query,
+            sql=sql,
+            bounds=request.bounds,
+            limit=request.limit,
+            grafana=request.grafana,
+        )
 
     def plan(self, query: Query) -> Plan:
         """Plan a query, insisting that every placeholder has a bound value."""
         if query.substrait is not None:
-            return self.engine.plan_substrait(query.substrait, query.options)
+            return self.engine.plan_substrait(
+                query.substrait, query.options, limit=query.limit, grafana=query.grafana
+            )
         if query.params is None and placeholders(query.sql):
             names = ", ".join("$" + p for p in placeholders(query.sql))
             raise InvalidArgument(
                 f"the query has parameters ({names}): bind values with DoPut before executing"
             )
-        return self.engine.plan(query.sql, query.params, query.options)
+        return self._plan_sql(query)
 
-    def flight_info(self, query: Query, descriptor: flight.FlightDescriptor) -> flight.FlightInfo:
-        """Plan ``query`` and describe its result with one endpoint and a signed ticket."""
+    def _plan_sql(self, query: Query) -> Plan:
+        return self.engine.plan(
+            query.sql,
+            query.params,
+            query.options,
+            bounds=query.bounds,
+            limit=query.limit,
+            grafana=query.grafana,
+        )
+
+    def flight_info(
+        self, query: Query, descriptor: flight.FlightDescriptor, request: RequestInfo
+    ) -> flight.FlightInfo:
+        """Plan ``query`` as ``request`` shapes it; describe its result with one endpoint and
+        a signed ticket that carries the expanded SQL, range, limit and profile."""
+        query = self.shape(query, request)
         plan = self.plan(query)
         body = {"kind": "query", "id": uuid.uuid4().hex, **query.body()}
         ticket = self.signer.sign(TICKET, body, ttl=self.ticket_ttl)
         endpoint = flight.FlightEndpoint(ticket, [])
         return flight.FlightInfo(plan.schema, descriptor, [endpoint], -1, -1)
 
-    def prepare(self, query: Query) -> tuple[bytes, pa.Schema, pa.Schema]:
+    def prepare(self, query: Query, request: RequestInfo) -> tuple[bytes, pa.Schema, pa.Schema]:
         """Create a handle plus the dataset and parameter schemas for a SQL or Substrait query.
 
-        Preparing only plans: nothing runs and nothing is written.
+        Preparing only plans: nothing runs and nothing is written. The handle keeps the SQL
+        as written: macros are expanded again, with the executing call's time range.
         """
+        shaped = self.shape(query, request)
         if query.substrait is not None:
-            schema = self.plan(query).schema
-            return self.handle(query), schema, pa.schema([])
-        parameter_schema = self.engine.parameter_schema(query.sql)
+            return self.handle(query), self.plan(shaped).schema, pa.schema([])
+        parameter_schema = self.engine.parameter_schema(shaped.sql)
         try:
-            dataset_schema = self.engine.plan(query.sql, None, query.options).schema
+            dataset_schema = self._plan_sql(replace(shaped, params=None)).schema
         except ReadOnlyViolation:
             raise
         except InvalidArgument:
@@ -122,13 +178,22 @@ class Statements:
         query = self._owned(body, principal, "prepared statement handle")
         return Query(query.sql, query.params, principal, options, query.substrait)
 
-    def execute(self, ticket: bytes, principal: str) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    def execute(
+        self, ticket: bytes, principal: str, request: RequestInfo
+    ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
         """Run the query behind a DoGet ticket issued to ``principal``; CancelFlightInfo
-        on the same ticket stops it."""
+        on the same ticket stops it. DoGet's own headers fill in a range, limit or profile
+        the ticket does not carry."""
         body = self.signer.verify(TICKET, ticket, "ticket")
         if body.get("kind") != "query":
             raise InvalidArgument("this ticket is not a query ticket")
         query = self._owned(body, principal, "ticket")
+        query = replace(
+            query,
+            bounds=query.bounds or request.bounds,
+            limit=query.limit if query.limit is not None else request.limit,
+            grafana=query.grafana or request.grafana,
+        )
         query_id = str(body["id"])
         cancelled = self.running.start(query_id)
         try:

@@ -1,0 +1,112 @@
+"""What a request's metadata asks for: time range, interval, row limit, result profile.
+
+Headers may arrive on GetFlightInfo, on DoGet or on both (the Grafana datasource sends the
+same metadata on each). What GetFlightInfo resolved travels in the ticket; DoGet's headers
+only fill in what the ticket lacks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import pyarrow.flight as flight
+
+from flightsql_srv.errors import InvalidArgument
+from flightsql_srv.macros import MacroContext, context_from_headers
+from flightsql_srv.sessions import SessionOptions
+
+__all__ = [
+    "Call",
+    "RequestInfo",
+    "HeadersMiddlewareFactory",
+    "LIMIT_HEADER",
+    "CLIENT_TYPE_HEADER",
+    "BOUND_SCANS_HEADER",
+]
+
+LIMIT_HEADER = "limit"
+CLIENT_TYPE_HEADER = "x-client-type"
+#: ``false`` turns off reading time-series tables through the range filter.
+BOUND_SCANS_HEADER = "bound_scans"
+_KEPT = ("user-agent", CLIENT_TYPE_HEADER, "x-user-id", "x-org-id")
+_FALSE = {"0", "false", "no", "off"}
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def _first(headers: Mapping[str, Sequence[Any]], name: str) -> str:
+    values = headers.get(name) or []
+    value = values[0] if values else ""
+    return (value.decode(errors="replace") if isinstance(value, bytes) else str(value)).strip()
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    """The query-shaping metadata of one call."""
+
+    macros: MacroContext = field(default_factory=MacroContext)
+    limit: int | None = None
+    grafana: bool = False
+    bound_scans: bool = True
+    #: Client identification for logs: user agent, client type, Grafana user and org.
+    client: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def bounds(self) -> tuple[datetime, datetime] | None:
+        """The range that time-series tables are read through, if any."""
+        r = self.macros.range
+        return (r.start, r.end) if r is not None and self.bound_scans else None
+
+    @classmethod
+    def from_headers(
+        cls, headers: Mapping[str, Sequence[Any]], grafana_default: bool = False
+    ) -> RequestInfo:
+        """Parse the headers; a malformed one raises INVALID_ARGUMENT naming it."""
+        limit = None
+        raw_limit = _first(headers, LIMIT_HEADER)
+        if raw_limit:
+            try:
+                limit = int(raw_limit)
+                if limit < 0:
+                    raise ValueError
+            except ValueError:
+                raise InvalidArgument(
+                    f"header {LIMIT_HEADER}: expected a non-negative row count, got {raw_limit!r}"
+                ) from None
+        bound = _first(headers, BOUND_SCANS_HEADER).lower()
+        if bound and bound not in _TRUE | _FALSE:
+            raise InvalidArgument(f"header {BOUND_SCANS_HEADER}: expected true or false")
+        client_type = _first(headers, CLIENT_TYPE_HEADER).lower()
+        return cls(
+            macros=context_from_headers(headers),
+            limit=limit,
+            grafana=grafana_default or client_type == "grafana",
+            bound_scans=bound not in _FALSE,
+            client={k: v for k in _KEPT if (v := _first(headers, k))},
+        )
+
+
+class HeadersMiddleware(flight.ServerMiddleware):  # type: ignore[misc]
+    """Keeps the call's headers for the handlers."""
+
+    def __init__(self, headers: dict[str, list[Any]]) -> None:
+        self.headers = headers
+
+
+class HeadersMiddlewareFactory(flight.ServerMiddlewareFactory):  # type: ignore[misc]
+    """Exposes request headers to handlers (pyarrow gives them only to middleware)."""
+
+    def start_call(self, info: Any, headers: dict[str, list[Any]]) -> HeadersMiddleware:
+        return HeadersMiddleware(headers)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One RPC as the handlers see it: who calls, with which session and metadata."""
+
+    context: flight.ServerCallContext
+    principal: str
+    session: SessionOptions
+    request: RequestInfo
