@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-__all__ = ["Segment", "segments", "placeholders", "quote_name"]
+__all__ = ["Segment", "segments", "placeholders", "quote_name", "NON_CODE_PATTERN"]
 
 _PLACEHOLDER = re.compile(r"\$(\d+|[A-Za-z_][A-Za-z0-9_]*)")
 
@@ -21,38 +21,28 @@ class Segment:
     code: bool
 
 
+#: Regex alternatives for everything that is not code (verbose syntax). Every branch starts
+#: with a literal character so the regex engine skips plain text in C.
+NON_CODE_PATTERN = r"""
+      '(?:[^']+|'')*'?                  # string literal ('' escapes; may be unterminated)
+    | "(?:[^"]+|"")*"?                  # quoted identifier
+    | --[^\n]*                          # line comment
+    | /\*(?:[^*]+|\*(?!/))*(?:\*/)?     # block comment (no nesting)
+"""
+_NON_CODE = re.compile(NON_CODE_PATTERN, re.VERBOSE)
+
+
 def segments(sql: str) -> Iterator[Segment]:
     """Split ``sql`` into code and non-code segments (unterminated ones run to the end)."""
-    i = start = 0
-    n = len(sql)
-    while i < n:
-        ch = sql[i]
-        end = -1
-        if ch in "'\"":
-            end = i + 1
-            while end < n:  # a doubled quote is an escaped quote
-                if sql[end] == ch:
-                    if end + 1 < n and sql[end + 1] == ch:
-                        end += 2
-                        continue
-                    break
-                end += 1
-            end = min(end + 1, n)
-        elif sql.startswith("--", i):
-            nl = sql.find("\n", i)
-            end = n if nl < 0 else nl
-        elif sql.startswith("/*", i):
-            close = sql.find("*/", i + 2)
-            end = n if close < 0 else close + 2
-        if end < 0:
-            i += 1
-            continue
-        if i > start:
-            yield Segment(start, i, True)
-        yield Segment(i, end, False)
-        i = start = end
-    if start < n:
-        yield Segment(start, n, True)
+    start = 0
+    for match in _NON_CODE.finditer(sql):
+        begin, end = match.span()
+        if begin > start:
+            yield Segment(start, begin, True)
+        yield Segment(begin, end, False)
+        start = end
+    if start < len(sql):
+        yield Segment(start, len(sql), True)
 
 
 def placeholders(sql: str) -> list[str]:
