@@ -204,26 +204,26 @@ _COL_USAGE = "(column) or (column, from, to)"
 _BOUND_USAGE = "no arguments or (from, to)"
 
 
-def _time_filter(call: Call) -> str:
+def _column_range(call: Call) -> tuple[str, TimeRange]:
+    """``(column)`` or ``(column, from, to)``: the column and the range to filter it on."""
     if call.count() not in (1, 3):
         raise call.arity_error(_COL_USAGE)
-    col = call.column()
-    r = call.time_range(1, _COL_USAGE)
+    return call.column(), call.time_range(1, _COL_USAGE)
+
+
+def _time_filter(call: Call) -> str:
+    col, r = _column_range(call)
     return f"{col} >= '{r.start_rfc3339}' AND {col} <= '{r.end_rfc3339}'"
 
 
 def _time_range_from(call: Call) -> str:
-    if call.count() not in (1, 3):
-        raise call.arity_error(_COL_USAGE)
-    col = call.column()
-    return f"{col} >= '{call.time_range(1, _COL_USAGE).start_rfc3339}'"
+    col, r = _column_range(call)
+    return f"{col} >= '{r.start_rfc3339}'"
 
 
 def _time_range_to(call: Call) -> str:
-    if call.count() not in (1, 3):
-        raise call.arity_error(_COL_USAGE)
-    col = call.column()
-    return f"{col} <= '{call.time_range(1, _COL_USAGE).end_rfc3339}'"
+    col, r = _column_range(call)
+    return f"{col} <= '{r.end_rfc3339}'"
 
 
 def _bounds_only(call: Call) -> TimeRange:
@@ -245,18 +245,12 @@ def _time_to(call: Call) -> str:
 
 
 def _unix_epoch_filter(call: Call) -> str:
-    if call.count() not in (1, 3):
-        raise call.arity_error(_COL_USAGE)
-    col = call.column()
-    r = call.time_range(1, _COL_USAGE)
+    col, r = _column_range(call)
     return f"{col} >= {r.start_s} AND {col} <= {r.end_s}"
 
 
 def _unix_epoch_nano_filter(call: Call) -> str:
-    if call.count() not in (1, 3):
-        raise call.arity_error(_COL_USAGE)
-    col = call.column()
-    r = call.time_range(1, _COL_USAGE)
+    col, r = _column_range(call)
     return f"{col} >= {r.start_ns} AND {col} <= {r.end_ns}"
 
 
