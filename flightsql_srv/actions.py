@@ -82,10 +82,11 @@ class Actions:
     def _prepare(self, call: Call, action: flight.Action) -> list[bytes]:
         if action.type == "CreatePreparedStatement":
             request = _unpack(action, sql_pb2.ActionCreatePreparedStatementRequest)
-            query = Query(request.query, None, call.principal, call.session)
+            query = Query(request.query, None, call.principal, call.session, visible=call.visible)
         else:
             request = _unpack(action, sql_pb2.ActionCreatePreparedSubstraitPlanRequest)
-            query = Query("", None, call.principal, call.session, substrait=request.plan.plan)
+            plan = request.plan.plan
+            query = Query("", None, call.principal, call.session, plan, visible=call.visible)
         handle, dataset, parameters = self.statements.prepare(query, call.request)
         result = sql_pb2.ActionCreatePreparedStatementResult(
             prepared_statement_handle=handle,
@@ -134,9 +135,8 @@ class Actions:
             flight_pb2.SetSessionOptionsRequest(), action.body.to_pybytes(), action.type
         )
         engine = self.statements.engine
-        options, errors = apply_options(
-            call.session, request, engine.catalog_name, engine.schema_names()
-        )
+        schemas = call.schemas if call.schemas is not None else engine.schema_names()
+        options, errors = apply_options(call.session, request, engine.catalog_name, schemas)
         call.context.add_header("set-cookie", encode_cookie(self.signer, options))
         outcome = flight_pb2.SetSessionOptionsResult()
         for name, code in errors.items():

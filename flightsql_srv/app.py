@@ -8,10 +8,11 @@ import signal
 import sys
 import threading
 import time
+from typing import Any
 
 from flightsql_srv import __version__
 from flightsql_srv.catalog import load_catalog
-from flightsql_srv.config import Settings
+from flightsql_srv.config import ConfigError, Settings
 from flightsql_srv.engine import Engine
 from flightsql_srv.health import HealthService
 from flightsql_srv.macros import load_user_macros
@@ -24,6 +25,22 @@ __all__ = ["Service"]
 log = logging.getLogger("flightsql_srv")
 
 _CANCEL_WAIT_S = 5.0  # after cancelling, how long calls get to notice before we give up
+
+
+def _tls_options(settings: Settings) -> tuple[str, dict[str, Any]]:
+    """The URI scheme and pyarrow server arguments for the configured TLS/mTLS."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return "grpc", {}
+    try:
+        options: dict[str, Any] = {
+            "tls_certificates": [(settings.tls_cert.read_bytes(), settings.tls_key.read_bytes())]
+        }
+        if settings.tls_client_ca is not None:
+            options["verify_client"] = True
+            options["root_certificates"] = settings.tls_client_ca.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read a TLS file: {exc}") from None
+    return "grpc+tls", options
 
 
 class Service:
@@ -53,14 +70,18 @@ class Service:
             )
         self.user_macros = load_user_macros(settings.macros_dir)
         self.metrics = Metrics()
+        scheme, tls = _tls_options(settings)
         self.flight = FlightSqlServer(
-            f"grpc://{settings.host}:{settings.port}",
+            f"{scheme}://{settings.host}:{settings.port}",
             self.engine,
             signer,
             settings.ticket_ttl,
             middleware={"metrics": MetricsMiddlewareFactory(self.metrics)},
             user_macros=self.user_macros,
             grafana_profile=settings.grafana_profile,
+            auth=settings.auth,
+            on_auth_failure=lambda reason: self.metrics.auth_failures.labels(reason).inc(),
+            **tls,
         )
         self.health = HealthService(
             settings.host,
@@ -79,6 +100,12 @@ class Service:
     def start(self) -> None:
         """Start health probing; the Flight port already accepts calls."""
         self.health.start()
+        if not self.settings.auth.enabled and self.settings.allow_unauthenticated:
+            log.warning(
+                "authentication is OFF and --allow-unauthenticated is set: anyone who can "
+                "reach this port can read every table",
+                extra={"fields": {"host": self.settings.host}},
+            )
         log.info(
             "serving",
             extra={
@@ -90,6 +117,9 @@ class Service:
                     "catalog": str(self.settings.catalog_dir),
                     "tables": sum(len(s.tables) for s in self.engine.schemas),
                     "user_macros": len(self.user_macros),
+                    "auth": self.settings.auth.enabled,
+                    "tls": self.settings.tls_cert is not None,
+                    "mtls": self.settings.tls_client_ca is not None,
                     "startup_s": round(self._startup_s, 3),
                 }
             },

@@ -78,6 +78,8 @@ def serve(config_file: Path | None, **flags: Any) -> None:
         raise click.UsageError(f"catalog: {exc}") from None
     except MacroConfigError as exc:
         raise click.UsageError(f"macros: {exc}") from None
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
     except OSError as exc:
         click.echo(f"Error: cannot listen on {settings.host}:{settings.port}: {exc}", err=True)
         sys.exit(1)
@@ -104,6 +106,17 @@ def healthcheck(host: str, port: int, service: str, timeout: float) -> None:
         sys.exit(1)
     click.echo(f"{status} {host}:{port} service={service!r}")
     sys.exit(0 if status == "SERVING" else 1)
+
+
+@main.command("hash-password")
+def hash_password_command() -> None:
+    """Read a password on stdin; print the password_hash for an [[auth.users]] entry."""
+    from flightsql_srv.auth.passwords import hash_password
+
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise click.UsageError("no password on standard input (echo -n pw | flightsql-srv ...)")
+    click.echo(hash_password(password))
 
 
 @main.command("config-reference")

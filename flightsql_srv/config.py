@@ -8,6 +8,7 @@ the environment variable names are derived from it.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 import types
@@ -15,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_type_hints
+
+from flightsql_srv.auth.config import AuthConfig, parse_auth
 
 __all__ = [
     "ConfigError",
@@ -100,9 +103,25 @@ class Settings:
         "estimate (1024-65536 rows), under gRPC's 4 MiB message limit.",
     )
     target_partitions: int = _opt(0, "DataFusion parallelism (0 = number of CPU cores).")
+    tls_cert: Path | None = _opt(None, "PEM certificate chain: serve gRPC over TLS.")
+    tls_key: Path | None = _opt(None, "PEM private key for --tls-cert.")
+    tls_client_ca: Path | None = _opt(
+        None, "PEM CA bundle: require client certificates signed by it (mTLS)."
+    )
+    auth_file: Path | None = _opt(
+        None,
+        "TOML file whose [auth] section replaces the config file's (e.g. a mounted secret).",
+    )
+    allow_unauthenticated: bool = _opt(
+        False,
+        "Serve a non-loopback address without authentication (refused otherwise).",
+    )
     log_level: LogLevel = _opt("info", "debug, info, warning or error.")
     log_format: LogFormat = _opt("json", "json (one object per line) or text.")
     config: Path | None = _opt(None, "TOML file with any of these settings.", flag=False)
+    auth: AuthConfig = field(
+        default_factory=AuthConfig, metadata={"help": "[auth] section", "flag": False}
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -128,6 +147,16 @@ class Settings:
             raise ConfigError("setting 'target_partitions' must be 0 (auto) or positive")
         if not self.catalog_name:
             raise ConfigError("setting 'catalog_name' must not be empty")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("settings 'tls_cert' and 'tls_key' go together: give both")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ConfigError("setting 'tls_client_ca' (mTLS) needs 'tls_cert' and 'tls_key'")
+        if not self.auth.enabled and not self.allow_unauthenticated and not _loopback(self.host):
+            raise ConfigError(
+                f"refusing to serve {self.host} without authentication: configure [auth] "
+                "(API keys, users or OIDC) or pass --allow-unauthenticated to accept that "
+                "anyone who can reach the port can read every table"
+            )
 
     @property
     def catalog_dir(self) -> Path:
@@ -143,6 +172,15 @@ class Settings:
     def ticket_secrets(self) -> list[bytes]:
         """Configured signing secrets, first one signs; empty when none was configured."""
         return [s.strip().encode() for s in self.ticket_secret.split(",") if s.strip()]
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def setting_fields() -> list[dataclasses.Field[Any]]:
@@ -220,6 +258,9 @@ def _from_file(path: Path) -> dict[str, Any]:
     known = {f.name: f for f in setting_fields()}
     values: dict[str, Any] = {}
     for key, raw in data.items():
+        if key == "auth":
+            values["auth"] = _auth_section(raw, f"config file {path}")
+            continue
         if key not in known:
             hint = ""
             if isinstance(raw, dict):
@@ -232,6 +273,24 @@ def _from_file(path: Path) -> dict[str, Any]:
             value = path.parent / value  # relative paths are relative to the config file
         values[key] = value
     return values
+
+
+def _auth_section(raw: Any, where: str) -> AuthConfig:
+    try:
+        return parse_auth(raw, f"{where}: [auth]")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _auth_file(path: Path) -> AuthConfig:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"auth file {path} cannot be read: {exc}") from None
+    unknown = set(data) - {"auth"}
+    if unknown or "auth" not in data:
+        raise ConfigError(f"auth file {path}: expected only an [auth] section")
+    return _auth_section(data["auth"], f"auth file {path}")
 
 
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
@@ -269,6 +328,8 @@ def load_settings(
         values["config"] = config_file
     values.update(_from_env(env))
     values.update({k: v for k, v in flags.items() if v is not None})
+    if values.get("auth_file") is not None:
+        values["auth"] = _auth_file(values["auth_file"])
     try:
         return Settings(**values)
     except TypeError as exc:  # an unknown keyword from a caller

@@ -12,9 +12,10 @@ from typing import Any
 import pyarrow as pa
 from google.protobuf.message import Message
 
-from flightsql_srv.engine import Engine
+from flightsql_srv.engine import Engine, Visibility
 from flightsql_srv.protocol import sql_pb2
 from flightsql_srv.results import portable_schema
+from flightsql_srv.sessions import SessionOptions
 from flightsql_srv.sqlinfo import SqlInfoValue, sql_info_table
 from flightsql_srv.sqltext import quote_name
 from flightsql_srv.xdbc import XDBC_SCHEMA, xdbc_type_info
@@ -149,15 +150,15 @@ class Discovery:
             sql_pb2.CommandGetCrossReference: FOREIGN_KEYS_SCHEMA,
         }[type(command)]
 
-    def table(self, command: Message) -> pa.Table:
-        """The full result of ``command``."""
+    def table(self, command: Message, visible: Visibility = None) -> pa.Table:
+        """The full result of ``command`` for a caller who may read ``visible`` tables."""
         c = sql_pb2
         if isinstance(command, c.CommandGetCatalogs):
             return pa.table({"catalog_name": [self.engine.catalog_name]}, CATALOGS_SCHEMA)
         if isinstance(command, c.CommandGetDbSchemas):
-            return self._db_schemas(command)
+            return self._db_schemas(command, visible)
         if isinstance(command, c.CommandGetTables):
-            return self._tables(command)
+            return self._tables(command, visible)
         if isinstance(command, c.CommandGetTableTypes):
             return pa.table({"table_type": _TABLE_TYPES}, TABLE_TYPES_SCHEMA)
         if isinstance(command, c.CommandGetSqlInfo):
@@ -170,7 +171,9 @@ class Discovery:
     def _catalog_matches(self, catalog: str | None) -> bool:
         return catalog is None or catalog == self.engine.catalog_name
 
-    def _schema_names(self) -> list[str]:
+    def _schema_names(self, visible: Visibility) -> list[str]:
+        if visible is not None:  # only schemas where the caller can read something
+            return sorted({schema for schema, _ in visible})
         names = self.engine.schema_names()
         if not self.show_information_schema:
             names.discard(_INFORMATION_SCHEMA)
@@ -178,41 +181,49 @@ class Discovery:
             names.add(_INFORMATION_SCHEMA)
         return sorted(names)
 
-    def _db_schemas(self, command: Message) -> pa.Table:
+    def _db_schemas(self, command: Message, visible: Visibility) -> pa.Table:
         names: list[str] = []
         if self._catalog_matches(_opt(command, "catalog")):
             pattern = _opt(command, "db_schema_filter_pattern")
-            names = [s for s in self._schema_names() if _matches(pattern, s)]
+            names = [s for s in self._schema_names(visible) if _matches(pattern, s)]
         return pa.table(
             {"catalog_name": [self.engine.catalog_name] * len(names), "db_schema_name": names},
             DB_SCHEMAS_SCHEMA,
         )
 
     def table_rows(
-        self, schema_pattern: str | None = None, table_pattern: str | None = None
+        self,
+        schema_pattern: str | None = None,
+        table_pattern: str | None = None,
+        visible: Visibility = None,
     ) -> list[tuple[str, str, str]]:
         """(schema, table, type) of every visible table, ordered by schema then name."""
-        listing = self.engine.ctx.sql(
-            "SELECT table_schema, table_name, table_type FROM information_schema.tables "
-            "WHERE table_catalog = $1",
-            param_values={"1": self.engine.catalog_name},
-        ).to_pydict()
-        visible = set(self._schema_names())
+        listing = (
+            self.engine.context(SessionOptions(), 0, visible)
+            .sql(
+                "SELECT table_schema, table_name, table_type FROM information_schema.tables "
+                "WHERE table_catalog = $1",
+                param_values={"1": self.engine.catalog_name},
+            )
+            .to_pydict()
+        )
+        schemas = set(self._schema_names(visible))
         rows = [
             (s, t, kind)
             for s, t, kind in zip(
                 listing["table_schema"], listing["table_name"], listing["table_type"], strict=True
             )
-            if s in visible and _matches(schema_pattern, s) and _matches(table_pattern, t)
+            if s in schemas and _matches(schema_pattern, s) and _matches(table_pattern, t)
         ]
         return sorted(rows)
 
-    def _tables(self, command: sql_pb2.CommandGetTables) -> pa.Table:
+    def _tables(self, command: sql_pb2.CommandGetTables, visible: Visibility) -> pa.Table:
         rows: list[tuple[str, str, str]] = []
         if self._catalog_matches(_opt(command, "catalog")):
             rows = self.table_rows(
                 _opt(command, "db_schema_filter_pattern"),
                 _opt(command, "table_name_filter_pattern"),
+                visible,
             )
         if command.table_types:
             wanted = set(command.table_types)

@@ -41,7 +41,7 @@ from flightsql_srv.results import (
 from flightsql_srv.sessions import DEFAULT_SCHEMA, SessionOptions
 from flightsql_srv.sqltext import placeholders, quote_name
 
-__all__ = ["Engine", "Plan", "MAX_SQL_BYTES", "MAX_MESSAGE_BYTES", "batch_rows_for"]
+__all__ = ["Engine", "Plan", "Visibility", "MAX_SQL_BYTES", "MAX_MESSAGE_BYTES", "batch_rows_for"]
 
 MAX_SQL_BYTES = 1024 * 1024
 #: Largest record batch sent as one FlightData message (sliced above this).
@@ -49,6 +49,8 @@ MAX_MESSAGE_BYTES = 3 << 20
 _READ_ONLY = SQLOptions().with_allow_ddl(False).with_allow_dml(False).with_allow_statements(False)
 _REJECTED = re.compile(r"(DDL|DML|Statement) not supported: (\w+)")
 _MAX_CONTEXTS = 64
+#: The (schema, table) pairs a caller may read; None means every table.
+Visibility = frozenset[tuple[str, str]] | None
 _TARGET_BATCH_BYTES = 2 << 20
 _BATCH_ROWS = (1024, 2048, 4096, 8192, 16384, 32768, 65536)
 _VARIABLE_WIDTH_BYTES = 32  # assumed average size of one string/binary value
@@ -159,8 +161,8 @@ class Engine:
             for t in s.tables
             if t.time_column and not t.is_view
         }
-        self._contexts: OrderedDict[tuple[SessionOptions, int], SessionContext] = OrderedDict()
-        self._contexts[(SessionOptions(), self._default_rows)] = self.ctx
+        self._contexts: OrderedDict[tuple[SessionOptions, int, Visibility], SessionContext]
+        self._contexts = OrderedDict({(SessionOptions(), self._default_rows, None): self.ctx})
         self._lock = threading.Lock()
 
     @property
@@ -184,27 +186,60 @@ class Engine:
             config = config.set("datafusion.execution.time_zone", options.timezone)
         return SessionContext(config)
 
-    def context(self, options: SessionOptions, batch_rows: int = 0) -> SessionContext:
-        """The session context for ``options`` producing ``batch_rows``-row batches (the
-        base context for the defaults)."""
-        key = (options, batch_rows or self._default_rows)
+    def context(
+        self, options: SessionOptions, batch_rows: int = 0, visible: Visibility = None
+    ) -> SessionContext:
+        """The session context for ``options`` producing ``batch_rows``-row batches in which
+        only ``visible`` tables exist (all when None); cached, the base context for the
+        defaults."""
+        key = (options, batch_rows or self._default_rows, visible)
         with self._lock:
             ctx = self._contexts.get(key)
             if ctx is not None:
                 self._contexts.move_to_end(key)
                 return ctx
-        ctx = self._new_context(options, key[1])
-        base, view = self.ctx.catalog(self.catalog_name), ctx.catalog(self.catalog_name)
-        for name in base.schema_names():
-            if name in view.schema_names():
-                view.deregister_schema(name)
-            view.register_schema(name, base.schema(name))
+        ctx = self._build_context(options, key[1], visible, None)
         with self._lock:
             self._contexts[key] = ctx
             while len(self._contexts) > _MAX_CONTEXTS:
                 oldest = next(k for k, c in self._contexts.items() if c is not self.ctx)
                 del self._contexts[oldest]
         return ctx
+
+    def _build_context(
+        self,
+        options: SessionOptions,
+        rows: int,
+        visible: Visibility,
+        bounds: tuple[datetime, datetime] | None,
+    ) -> SessionContext:
+        """A context sharing the base context's tables: whole schemas where nothing is hidden
+        or bounded, else per-table providers (time-series tables as range-filtered views)."""
+        ctx = self._new_context(options, rows)
+        base, view = self.ctx.catalog(self.catalog_name), ctx.catalog(self.catalog_name)
+        for name in base.schema_names():
+            tables = [t for t in base.schema(name).names() if _allowed(visible, name, t)]
+            bounded = bounds is not None and any((name, t) in self._time_columns for t in tables)
+            if name in view.schema_names():
+                view.deregister_schema(name)
+            if visible is None and not bounded:
+                view.register_schema(name, base.schema(name))
+                continue
+            scoped = Schema.memory_schema()
+            view.register_schema(name, scoped)
+            for table in tables:
+                qualified = f"{quote_name(name)}.{quote_name(table)}"
+                column = self._time_columns.get((name, table))
+                if bounds is not None and column is not None:
+                    scoped.register_table(table, self._bounded(qualified, column, bounds))
+                else:
+                    scoped.register_table(table, self.ctx.table_provider(qualified))
+        return ctx
+
+    def tables(self) -> list[tuple[str, str]]:
+        """(schema, table) of every table and view in the catalog."""
+        base = self.ctx.catalog(self.catalog_name)
+        return sorted((s, t) for s in base.schema_names() for t in base.schema(s).names())
 
     def schema_names(self) -> set[str]:
         """Schemas of the catalog (including DataFusion's ``information_schema``)."""
@@ -220,6 +255,7 @@ class Engine:
         bounds: tuple[datetime, datetime] | None = None,
         limit: int | None = None,
         grafana: bool = False,
+        visible: Visibility = None,
     ) -> Plan:
         """Plan ``sql`` read-only, with ``params`` (one row) bound to its placeholders.
 
@@ -231,6 +267,7 @@ class Engine:
                 filter on it, so files and row groups outside it are pruned.
             limit: at most this many rows.
             grafana: shape results for the Grafana datasource.
+            visible: the (schema, table) pairs the caller may read; None for all.
 
         Raises:
             InvalidArgument: empty or oversized SQL, a write statement, or a planning error.
@@ -241,43 +278,29 @@ class Engine:
             raise InvalidArgument(f"the query is longer than {MAX_SQL_BYTES} bytes")
         values = _param_values(params) if params is not None else None
         options = options or SessionOptions()
-        frame = self._plan_sql(self._scoped(options, 0, bounds), sql, values)
+        frame = self._plan_sql(self._scoped(options, 0, bounds, visible), sql, values)
         if not self._settings.batch_size:
             # Batch rows follow the row width, so large scans send few large messages and
             # wide rows still stay far below gRPC's 4 MiB limit: re-plan when they differ.
             rows = batch_rows_for(frame.schema())
             if rows != self._default_rows:
-                frame = self._plan_sql(self._scoped(options, rows, bounds), sql, values)
+                frame = self._plan_sql(self._scoped(options, rows, bounds, visible), sql, values)
         if limit is not None:
             frame = frame.limit(limit)
         return Plan(sql, frame, grafana)
 
     def _scoped(
-        self, options: SessionOptions, rows: int, bounds: tuple[datetime, datetime] | None
+        self,
+        options: SessionOptions,
+        rows: int,
+        bounds: tuple[datetime, datetime] | None,
+        visible: Visibility,
     ) -> SessionContext:
         """The context to plan in; with ``bounds``, a fresh one whose time-series tables are
         views filtered to the range (built per query: ranges rarely repeat)."""
         if bounds is None or not self._time_columns:
-            return self.context(options, rows)
-        ctx = self._new_context(options, rows)
-        base, view = self.ctx.catalog(self.catalog_name), ctx.catalog(self.catalog_name)
-        bounded_schemas = {schema for schema, _ in self._time_columns}
-        for name in base.schema_names():
-            if name in view.schema_names():
-                view.deregister_schema(name)
-            if name not in bounded_schemas:
-                view.register_schema(name, base.schema(name))
-                continue
-            scoped = Schema.memory_schema()
-            view.register_schema(name, scoped)
-            for table in base.schema(name).names():
-                qualified = f"{quote_name(name)}.{quote_name(table)}"
-                column = self._time_columns.get((name, table))
-                if column is None:
-                    scoped.register_table(table, self.ctx.table_provider(qualified))
-                else:
-                    scoped.register_table(table, self._bounded(qualified, column, bounds))
-        return ctx
+            return self.context(options, rows, visible)
+        return self._build_context(options, rows or self._default_rows, visible, bounds)
 
     def _bounded(self, qualified: str, column: str, bounds: tuple[datetime, datetime]) -> Any:
         frame = self.ctx.table(qualified)
@@ -300,6 +323,7 @@ class Engine:
         *,
         limit: int | None = None,
         grafana: bool = False,
+        visible: Visibility = None,
     ) -> Plan:
         """Plan a serialized Substrait plan, refusing anything that writes.
 
@@ -307,7 +331,7 @@ class Engine:
             InvalidArgument: the bytes are not a Substrait plan, it does not resolve against
                 the catalog, or it contains a write.
         """
-        ctx = self.context(options or SessionOptions())
+        ctx = self.context(options or SessionOptions(), 0, visible)
         try:
             logical = Consumer.from_substrait_plan(ctx, Serde.deserialize_bytes(plan))
         except Exception as exc:
@@ -325,6 +349,10 @@ class Engine:
     def parameter_schema(self, sql: str) -> pa.Schema:
         """One field per placeholder, named after it; types are unknown (``null``)."""
         return pa.schema([pa.field(name, pa.null()) for name in placeholders(sql)])
+
+
+def _allowed(visible: Visibility, schema: str, table: str) -> bool:
+    return visible is None or (schema, table) in visible
 
 
 def _timestamp(value: datetime, kind: pa.DataType) -> pa.Scalar:

@@ -44,6 +44,12 @@ class Metrics:
             ["method"],
             registry=self.registry,
         )
+        self.auth_failures = Counter(
+            "flightsql_auth_failures",
+            "Calls rejected by authentication, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
         self.health_serving = Gauge(
             "flightsql_health_serving",
             "1 when the health port reports SERVING.",

@@ -14,6 +14,8 @@ from typing import Any
 
 import pyarrow.flight as flight
 
+from flightsql_srv.auth.identity import Identity
+from flightsql_srv.engine import Visibility
 from flightsql_srv.errors import InvalidArgument
 from flightsql_srv.macros import MacroContext, context_from_headers
 from flightsql_srv.sessions import SessionOptions
@@ -107,6 +109,17 @@ class Call:
     """One RPC as the handlers see it: who calls, with which session and metadata."""
 
     context: flight.ServerCallContext
-    principal: str
+    identity: Identity
     session: SessionOptions
     request: RequestInfo
+    #: Tables the caller may read (None: all).
+    visible: Visibility = None
+
+    @property
+    def principal(self) -> str:
+        return self.identity.principal
+
+    @property
+    def schemas(self) -> set[str] | None:
+        """Schemas with at least one visible table (None: all)."""
+        return None if self.visible is None else {s for s, _ in self.visible}

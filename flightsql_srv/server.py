@@ -12,6 +12,11 @@ import pyarrow.flight as flight
 from google.protobuf.message import Message
 
 from flightsql_srv.actions import ACTIONS, Actions
+from flightsql_srv.auth import ANONYMOUS
+from flightsql_srv.auth.authenticator import Authenticator
+from flightsql_srv.auth.config import AuthConfig
+from flightsql_srv.auth.middleware import AuthMiddlewareFactory, HandshakeHandler
+from flightsql_srv.auth.policy import Policy
 from flightsql_srv.discovery import METADATA_COMMANDS, Discovery
 from flightsql_srv.engine import Engine
 from flightsql_srv.errors import InvalidArgument, NotFound, Unimplemented, rpc_boundary
@@ -62,14 +67,26 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         middleware: dict[str, flight.ServerMiddlewareFactory] | None = None,
         user_macros: Mapping[str, UserMacro] | None = None,
         grafana_profile: bool = False,
+        auth: AuthConfig | None = None,
+        on_auth_failure: Callable[[str], None] | None = None,
         **kwargs: Any,
     ) -> None:
+        auth = auth or AuthConfig()
+        factories: dict[str, flight.ServerMiddlewareFactory] = {}
+        if auth.enabled:
+            # First: a rejected call must not reach the other middleware, which would never
+            # hear that it ended (pyarrow does not complete calls refused in start_call).
+            authenticator = Authenticator(auth, signer)
+            factories["auth"] = AuthMiddlewareFactory(authenticator, on_auth_failure)
+            kwargs["auth_handler"] = HandshakeHandler()
         middleware = {
+            **factories,
             **(middleware or {}),
             "session": SessionMiddlewareFactory(signer),
             "headers": HeadersMiddlewareFactory(),
         }
         super().__init__(location, middleware=middleware, **kwargs)
+        self.policy = Policy(auth, engine.tables)
         self.grafana_profile = grafana_profile
         self.signer = signer
         self.engine = engine
@@ -95,14 +112,18 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
             )
 
     def _call(self, context: flight.ServerCallContext) -> Call:
-        """Who calls (no identity until authentication is configured), with which session
-        options and request metadata."""
-        headers = context.get_middleware("headers").headers
+        """Who calls (anonymous when authentication is off), what they may see, and with
+        which session options and request metadata."""
+        auth = context.get_middleware("auth")
+        identity = auth.identity if auth is not None else ANONYMOUS
         return Call(
             context=context,
-            principal="",
+            identity=identity,
             session=context.get_middleware("session").options,
-            request=RequestInfo.from_headers(headers, self.grafana_profile),
+            request=RequestInfo.from_headers(
+                context.get_middleware("headers").headers, self.grafana_profile
+            ),
+            visible=self.policy.visible(identity),
         )
 
     @staticmethod
@@ -134,7 +155,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         descriptor: flight.FlightDescriptor,
         call: Call,
     ) -> flight.FlightInfo:
-        query = Query(command.query, None, call.principal, call.session)
+        query = Query(command.query, None, call.principal, call.session, visible=call.visible)
         return self.statements.flight_info(query, descriptor, call.request)
 
     def _substrait_info(
@@ -143,7 +164,8 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         descriptor: flight.FlightDescriptor,
         call: Call,
     ) -> flight.FlightInfo:
-        query = Query("", None, call.principal, call.session, substrait=command.plan.plan)
+        plan = command.plan.plan
+        query = Query("", None, call.principal, call.session, plan, visible=call.visible)
         return self.statements.flight_info(query, descriptor, call.request)
 
     def _prepared_info(
@@ -153,7 +175,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         call: Call,
     ) -> flight.FlightInfo:
         handle = command.prepared_statement_handle
-        query = self.statements.redeem_handle(handle, call.principal, call.session)
+        query = self.statements.redeem_handle(handle, call.principal, call.session, call.visible)
         return self.statements.flight_info(query, descriptor, call.request)
 
     def _metadata_info(
@@ -194,10 +216,12 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
                 f"a path descriptor names [schema, table]; got {len(path)} element(s)"
             )
         schema, table = path
-        if (schema, table) not in {(s, t) for s, t, _ in self.discovery.table_rows()}:
+        if (schema, table) not in {
+            (s, t) for s, t, _ in self.discovery.table_rows(visible=call.visible)
+        }:
             raise NotFound(f"no table {schema}.{table}; ListFlights shows the tables")
         sql = f"SELECT * FROM {quote_name(schema)}.{quote_name(table)}"
-        query = Query(sql, None, call.principal, call.session)
+        query = Query(sql, None, call.principal, call.session, visible=call.visible)
         return self.statements.flight_info(query, descriptor, call.request)
 
     def list_flights(
@@ -207,7 +231,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
             call = self._call(context)
             infos = [
                 self._table_info(flight.FlightDescriptor.for_path(s, t), call)
-                for s, t, _ in self.discovery.table_rows()
+                for s, t, _ in self.discovery.table_rows(visible=call.visible)
             ]
         return iter(infos)
 
@@ -231,10 +255,12 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
                 raise flight.FlightUnauthorizedError("this ticket was issued to another principal")
             if body.get("kind") == "metadata":
                 command = unpack_command(base64.b64decode(body["command"]))
-                return _table_stream(self.discovery.table(command))
+                return _table_stream(self.discovery.table(command, call.visible))
             # GeneratorStream (not RecordBatchStream over a reader) so that a cancel raised
             # between batches reaches the client as CANCELLED rather than UNKNOWN.
-            schema, batches = self.statements.execute(ticket.ticket, principal, call.request)
+            schema, batches = self.statements.execute(
+                ticket.ticket, principal, call.request, call.visible
+            )
             return flight.GeneratorStream(schema, batches)
 
     # -- DoPut -----------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.flight as flight
 
-from flightsql_srv.engine import Engine, Plan
+from flightsql_srv.engine import Engine, Plan, Visibility
 from flightsql_srv.errors import InvalidArgument, ReadOnlyViolation
 from flightsql_srv.macros import UserMacro, expand
 from flightsql_srv.request import RequestInfo
@@ -47,6 +47,8 @@ class Query:
     limit: int | None = None
     #: Results shaped for the Grafana datasource.
     grafana: bool = False
+    #: Tables the caller may read (None: all); from the caller, never from a token.
+    visible: Visibility = None
 
     def body(self) -> dict[str, Any]:
         """The JSON-able form signed into tickets and handles."""
@@ -113,7 +115,11 @@ class Statements:
         """Plan a query, insisting that every placeholder has a bound value."""
         if query.substrait is not None:
             return self.engine.plan_substrait(
-                query.substrait, query.options, limit=query.limit, grafana=query.grafana
+                query.substrait,
+                query.options,
+                limit=query.limit,
+                grafana=query.grafana,
+                visible=query.visible,
             )
         if query.params is None and placeholders(query.sql):
             names = ", ".join("$" + p for p in placeholders(query.sql))
@@ -130,6 +136,7 @@ class Statements:
             bounds=query.bounds,
             limit=query.limit,
             grafana=query.grafana,
+            visible=query.visible,
         )
 
     def flight_info(
@@ -172,14 +179,16 @@ class Statements:
         del body["session"]
         return self.signer.sign(PREPARED, body)
 
-    def redeem_handle(self, handle: bytes, principal: str, options: SessionOptions) -> Query:
+    def redeem_handle(
+        self, handle: bytes, principal: str, options: SessionOptions, visible: Visibility = None
+    ) -> Query:
         """The query behind a handle, if it was issued to ``principal``."""
         body = self.signer.verify(PREPARED, handle, "prepared statement handle")
         query = self._owned(body, principal, "prepared statement handle")
-        return Query(query.sql, query.params, principal, options, query.substrait)
+        return replace(query, options=options, visible=visible)
 
     def execute(
-        self, ticket: bytes, principal: str, request: RequestInfo
+        self, ticket: bytes, principal: str, request: RequestInfo, visible: Visibility = None
     ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
         """Run the query behind a DoGet ticket issued to ``principal``; CancelFlightInfo
         on the same ticket stops it. DoGet's own headers fill in a range, limit or profile
@@ -193,6 +202,7 @@ class Statements:
             bounds=query.bounds or request.bounds,
             limit=query.limit if query.limit is not None else request.limit,
             grafana=query.grafana or request.grafana,
+            visible=visible,
         )
         query_id = str(body["id"])
         cancelled = self.running.start(query_id)

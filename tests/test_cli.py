@@ -257,6 +257,8 @@ def test_config_reference_lists_every_setting() -> None:
     for f in dataclasses.fields(Settings):
         flag = "--" + f.name.replace("_", "-")
         variable = ENV_PREFIX + f.name.upper()
+        if f.name == "auth":  # a TOML section, documented in the README's Authentication
+            continue
         assert flag in help_text, f"serve has no {flag}"
         if f.name == "config":  # the file itself is not a key of the file
             assert variable in help_text
