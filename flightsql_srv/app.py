@@ -11,9 +11,12 @@ import time
 from typing import Any
 
 from flightsql_srv import __version__
+from flightsql_srv.admission import Admission
+from flightsql_srv.audit import Auditor
 from flightsql_srv.catalog import load_catalog
 from flightsql_srv.config import ConfigError, Settings
 from flightsql_srv.engine import Engine
+from flightsql_srv.execution import Executor
 from flightsql_srv.health import HealthService
 from flightsql_srv.macros import load_user_macros
 from flightsql_srv.metrics import Metrics, MetricsMiddlewareFactory
@@ -71,11 +74,17 @@ class Service:
         self.user_macros = load_user_macros(settings.macros_dir)
         self.metrics = Metrics()
         scheme, tls = _tls_options(settings)
+        self.admission = Admission(
+            settings.max_concurrent_queries, settings.max_queued_queries, settings.queue_timeout
+        )
+        self.metrics.watch_admission(self.admission)
+        executor = Executor(self.admission, Auditor(self.metrics), settings.query_timeout)
         self.flight = FlightSqlServer(
             f"{scheme}://{settings.host}:{settings.port}",
             self.engine,
             signer,
             settings.ticket_ttl,
+            executor,
             middleware={"metrics": MetricsMiddlewareFactory(self.metrics)},
             user_macros=self.user_macros,
             grafana_profile=settings.grafana_profile,

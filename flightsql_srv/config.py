@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import tomllib
 import types
 from collections.abc import Mapping
@@ -97,6 +98,21 @@ class Settings:
         25.0,
         "Seconds in-flight calls get to finish after SIGTERM/SIGINT before they are cancelled.",
     )
+    query_timeout: float = _opt(
+        300.0, "Seconds a query may run before it is stopped (0: no limit)."
+    )
+    max_concurrent_queries: int = _opt(16, "Queries that may run at once.")
+    max_queued_queries: int = _opt(
+        64, "Queries that may wait for a slot; beyond that RESOURCE_EXHAUSTED."
+    )
+    queue_timeout: float = _opt(30.0, "Seconds a query waits for a slot before it is refused.")
+    memory_limit: str = _opt(
+        "50%",
+        "DataFusion memory pool (fair, spilling): a share of RAM like '50%', a size like "
+        "'8GiB', or 'unlimited'. Queries that need more spill to disk or get "
+        "RESOURCE_EXHAUSTED.",
+    )
+    spill_dir: Path | None = _opt(None, "Directory for spill files (default: the system temp).")
     batch_size: int = _opt(
         0,
         "Rows per record batch sent; 0 sizes each query's batches to about 2 MiB by "
@@ -138,6 +154,13 @@ class Settings:
             raise ConfigError(f"port {self.port} is used twice: give each listener its own")
         if self.batch_size < 0:
             raise ConfigError("setting 'batch_size' must be 0 (auto) or positive")
+        for name in ("max_concurrent_queries",):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"setting '{name}' must be positive")
+        for name in ("query_timeout", "queue_timeout", "max_queued_queries"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"setting '{name}' must be 0 or positive")
+        self.memory_limit_bytes  # noqa: B018 - validates the setting
         if self.shutdown_grace < 0:
             raise ConfigError("setting 'shutdown_grace' must be 0 or positive")
         for name in ("ticket_ttl",):
@@ -164,6 +187,29 @@ class Settings:
         return self.catalog if self.catalog != Path() else default_catalog_dir()
 
     @property
+    def memory_limit_bytes(self) -> int | None:
+        """The memory pool size in bytes; None for no limit."""
+        text = self.memory_limit.strip().replace(" ", "")
+        if text.lower() in ("unlimited", "0", "none"):
+            return None
+        if text.endswith("%"):
+            try:
+                share = float(text[:-1])
+            except ValueError:
+                share = -1
+            if not 0 < share <= 100:
+                raise ConfigError(f"setting 'memory_limit': {text!r} is not a share of 1-100%")
+            return int(_physical_memory() * share / 100)
+        match = _SIZE.match(text)
+        if not match:
+            raise ConfigError(
+                f"setting 'memory_limit' must be like '50%', '8GiB', '512MB' or 'unlimited', "
+                f"got {self.memory_limit!r}"
+            )
+        number, unit = float(match.group(1)), match.group(2).lower()
+        return int(number * _UNITS[unit])
+
+    @property
     def macros_dir(self) -> Path:
         """The user macro directory to load."""
         return self.macros if self.macros != Path() else default_macros_dir()
@@ -172,6 +218,18 @@ class Settings:
     def ticket_secrets(self) -> list[bytes]:
         """Configured signing secrets, first one signs; empty when none was configured."""
         return [s.strip().encode() for s in self.ticket_secret.split(",") if s.strip()]
+
+
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)([KMGT]i?B|B|)$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1} | {
+    f"{p}{suffix}": (1024 if suffix == "ib" else 1000) ** (i + 1)
+    for i, p in enumerate("kmgt")
+    for suffix in ("b", "ib")
+}
+
+
+def _physical_memory() -> int:
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
 def _loopback(host: str) -> bool:

@@ -10,16 +10,16 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.flight as flight
 from datafusion import (
     DataFrame,
     LogicalPlan,
+    RuntimeEnvBuilder,
     SessionConfig,
     SessionContext,
     SQLOptions,
@@ -31,7 +31,7 @@ from datafusion.substrait import Consumer, Serde
 
 from flightsql_srv.catalog import SchemaDecl, register_catalog
 from flightsql_srv.config import Settings
-from flightsql_srv.errors import InvalidArgument, ReadOnlyViolation
+from flightsql_srv.errors import InvalidArgument, ReadOnlyViolation, ResourceExhausted
 from flightsql_srv.results import (
     grafana_reader,
     grafana_schema,
@@ -73,20 +73,16 @@ class Plan:
         raw = self.frame.schema()
         return grafana_schema(raw) if self.grafana else portable_schema(raw)
 
-    def execute(
-        self,
-        cancelled: threading.Event | None = None,
-        on_close: Callable[[], None] | None = None,
-    ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    def execute(self) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
         """Start executing; returns the result schema and its batches.
 
         The first batch is fetched here, so an execution error (a failed cast, a file that
-        vanished) is raised before anything is sent: the Grafana datasource hides errors that
-        arrive after the schema.
+        vanished, the memory limit) is raised before anything is sent: the Grafana
+        datasource hides errors that arrive after the schema.
 
-        Args:
-            cancelled: when set, the batches end with CANCELLED before the next one.
-            on_close: called once the batches are finished, failed or abandoned.
+        Raises:
+            ResourceExhausted: the memory pool could not satisfy the query.
+            InvalidArgument: any other execution error.
         """
         stream = pa.RecordBatchReader.from_stream(self.frame)
         reader = grafana_reader(stream) if self.grafana else portable_reader(stream)
@@ -95,39 +91,43 @@ class Plan:
         except StopIteration:
             first = None
         except Exception as exc:
-            if on_close is not None:
-                on_close()
-            raise InvalidArgument(f"query failed: {_clean(exc)}") from None
-        return reader.schema, _batches(first, reader, cancelled, on_close)
+            raise execution_error(exc) from None
+        return reader.schema, _batches(first, reader)
 
     def reader(self) -> pa.RecordBatchReader:
         """:meth:`execute` as a record batch reader."""
         return pa.RecordBatchReader.from_batches(*self.execute())
 
 
-def _batches(
-    first: pa.RecordBatch | None,
-    rest: pa.RecordBatchReader,
-    cancelled: threading.Event | None,
-    on_close: Callable[[], None] | None,
-) -> Iterator[pa.RecordBatch]:
-    """Hand batches to the Flight server, checking for cancellation between them.
+def execution_error(exc: BaseException) -> InvalidArgument | ResourceExhausted:
+    """The client-facing error for a failure while a query runs."""
+    message = _clean(exc)
+    if "Resources exhausted" in message:
+        return ResourceExhausted(
+            f"query needs more memory than memory_limit allows: {message}; "
+            "narrow it (filters, fewer columns, a LIMIT) or raise memory_limit"
+        )
+    return InvalidArgument(f"query failed: {message}")
+
+
+def _batches(first: pa.RecordBatch | None, rest: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+    """The batches, each at most :data:`MAX_MESSAGE_BYTES`.
 
     Batch sizes follow an estimate of the row width; a batch that still comes out larger
-    than :data:`MAX_MESSAGE_BYTES` (long strings) is cut into zero-copy slices, so no
-    FlightData message exceeds what the Grafana datasource (4 MiB) and ADBC accept.
+    (long strings) is cut into zero-copy slices, so no FlightData message exceeds what the
+    Grafana datasource (4 MiB) and ADBC accept.
     """
-    try:
-        if first is None:
+    if first is None:
+        return
+    yield from _split(first)
+    while True:
+        try:
+            batch = rest.read_next_batch()
+        except StopIteration:
             return
-        yield from _split(first)
-        for batch in rest:
-            if cancelled is not None and cancelled.is_set():
-                raise flight.FlightCancelledError("the query was cancelled (CancelFlightInfo)")
-            yield from _split(batch)
-    finally:
-        if on_close is not None:
-            on_close()
+        except Exception as exc:
+            raise execution_error(exc) from None
+        yield from _split(batch)
 
 
 def _split(batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
@@ -184,7 +184,20 @@ class Engine:
             config = config.with_target_partitions(self._settings.target_partitions)
         if options.timezone:
             config = config.set("datafusion.execution.time_zone", options.timezone)
-        return SessionContext(config)
+        return SessionContext(config, self._runtime())
+
+    def _runtime(self) -> RuntimeEnvBuilder:
+        """A spilling memory pool per context. Contexts cannot share one pool, so the limit is
+        split: at most ``max_concurrent_queries`` run, each within its share."""
+        runtime = RuntimeEnvBuilder()
+        spill = self._settings.spill_dir
+        runtime = (
+            runtime.with_disk_manager_specified(spill) if spill else runtime.with_disk_manager_os()
+        )
+        limit = self._settings.memory_limit_bytes
+        if limit is None:
+            return runtime.with_unbounded_memory_pool()
+        return runtime.with_fair_spill_pool(max(limit // self._settings.max_concurrent_queries, 1))
 
     def context(
         self, options: SessionOptions, batch_rows: int = 0, visible: Visibility = None

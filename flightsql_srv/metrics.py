@@ -58,8 +58,50 @@ class Metrics:
         Info("flightsql_build", "Server build.", registry=self.registry).info(
             {"version": __version__}
         )
+        self.queries = Counter(
+            "flightsql_queries",
+            "Queries run (DoGet of a query ticket), by kind and outcome.",
+            ["kind", "outcome"],
+            registry=self.registry,
+        )
+        phases = Histogram(
+            "flightsql_query_phase_seconds",
+            "Seconds from a query's DoGet to: planned, first batch ready, last batch sent.",
+            ["phase"],
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120, 600),
+            registry=self.registry,
+        )
+        self._phases = {p: phases.labels(p) for p in ("plan", "first_batch", "total")}
+        self.rows = Counter("flightsql_result_rows", "Result rows sent.", registry=self.registry)
+        self.bytes = Counter(
+            "flightsql_result_bytes", "Result Arrow bytes sent.", registry=self.registry
+        )
+        self.queries_running = Gauge(
+            "flightsql_queries_running", "Queries holding a slot.", registry=self.registry
+        )
+        self.queries_waiting = Gauge(
+            "flightsql_queries_waiting", "Queries waiting for a slot.", registry=self.registry
+        )
         self._calls = 0
         self._calls_lock = threading.Lock()
+
+    def watch_admission(self, admission: Any) -> None:
+        """Report the admission queue's live numbers."""
+        self.queries_running.set_function(lambda: admission.running)
+        self.queries_waiting.set_function(lambda: admission.waiting)
+
+    def query_finished(self, record: Any) -> None:
+        """Count a finished query (see :class:`flightsql_srv.audit.QueryRecord`)."""
+        self.queries.labels(record.kind, record.outcome).inc()
+        self.rows.inc(record.rows)
+        self.bytes.inc(record.bytes)
+        for phase, seconds in (
+            ("plan", record.plan_s),
+            ("first_batch", record.first_batch_s),
+            ("total", record.total_s),
+        ):
+            if seconds is not None:
+                self._phases[phase].observe(seconds)
 
     @property
     def calls_in_flight(self) -> int:

@@ -20,6 +20,7 @@ from flightsql_srv.auth.policy import Policy
 from flightsql_srv.discovery import METADATA_COMMANDS, Discovery
 from flightsql_srv.engine import Engine
 from flightsql_srv.errors import InvalidArgument, NotFound, Unimplemented, rpc_boundary
+from flightsql_srv.execution import Executor
 from flightsql_srv.macros import UserMacro
 from flightsql_srv.protocol import InvalidCommand, sql_pb2, unpack_command
 from flightsql_srv.request import Call, HeadersMiddlewareFactory, RequestInfo
@@ -56,6 +57,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         engine: the planned catalog.
         signer: signs tickets and handles.
         ticket_ttl: seconds a ticket stays valid.
+        executor: runs queries under the server's limits.
     """
 
     def __init__(
@@ -64,6 +66,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         engine: Engine,
         signer: Signer,
         ticket_ttl: float,
+        executor: Executor,
         middleware: dict[str, flight.ServerMiddlewareFactory] | None = None,
         user_macros: Mapping[str, UserMacro] | None = None,
         grafana_profile: bool = False,
@@ -92,7 +95,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         self.engine = engine
         #: Set when shutting down: new queries are refused with UNAVAILABLE.
         self.draining = False
-        self.statements = Statements(engine, signer, ticket_ttl, user_macros)
+        self.statements = Statements(engine, signer, ticket_ttl, executor, user_macros)
         self.discovery = Discovery(engine, sql_info_values(engine.ctx))
         self.actions = Actions(self.statements, signer)
         self._info_handlers: dict[type[Message], Callable[..., flight.FlightInfo]] = {
@@ -259,7 +262,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
             # GeneratorStream (not RecordBatchStream over a reader) so that a cancel raised
             # between batches reaches the client as CANCELLED rather than UNKNOWN.
             schema, batches = self.statements.execute(
-                ticket.ticket, principal, call.request, call.visible
+                ticket.ticket, principal, call.request, call.visible, context.peer()
             )
             return flight.GeneratorStream(schema, batches)
 

@@ -17,8 +17,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.flight as flight
 
+from flightsql_srv.audit import QueryRecord
 from flightsql_srv.engine import Engine, Plan, Visibility
 from flightsql_srv.errors import InvalidArgument, ReadOnlyViolation
+from flightsql_srv.execution import Executor
 from flightsql_srv.macros import UserMacro, expand
 from flightsql_srv.request import RequestInfo
 from flightsql_srv.running import RunningQueries
@@ -89,11 +91,13 @@ class Statements:
         engine: Engine,
         signer: Signer,
         ticket_ttl: float,
+        executor: Executor,
         user_macros: Mapping[str, UserMacro] | None = None,
     ) -> None:
         self.engine = engine
         self.signer = signer
         self.ticket_ttl = ticket_ttl
+        self.executor = executor
         self.user_macros = dict(user_macros or {})
         self.running = RunningQueries(ticket_ttl)
 
@@ -188,11 +192,16 @@ class Statements:
         return replace(query, options=options, visible=visible)
 
     def execute(
-        self, ticket: bytes, principal: str, request: RequestInfo, visible: Visibility = None
+        self,
+        ticket: bytes,
+        principal: str,
+        request: RequestInfo,
+        visible: Visibility = None,
+        peer: str = "",
     ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-        """Run the query behind a DoGet ticket issued to ``principal``; CancelFlightInfo
-        on the same ticket stops it. DoGet's own headers fill in a range, limit or profile
-        the ticket does not carry."""
+        """Run the query behind a DoGet ticket issued to ``principal``, under the server's
+        limits; CancelFlightInfo on the same ticket stops it. DoGet's own headers fill in a
+        range, limit or profile the ticket does not carry."""
         body = self.signer.verify(TICKET, ticket, "ticket")
         if body.get("kind") != "query":
             raise InvalidArgument("this ticket is not a query ticket")
@@ -205,13 +214,22 @@ class Statements:
             visible=visible,
         )
         query_id = str(body["id"])
+        record = QueryRecord(
+            query_id=query_id,
+            principal=principal,
+            sql=query.sql if query.substrait is None else "<substrait plan>",
+            kind="substrait" if query.substrait is not None else "sql",
+            peer=peer,
+            client=request.client,
+            time_range=(query.bounds[0].isoformat(), query.bounds[1].isoformat())
+            if query.bounds
+            else None,
+            limit=query.limit,
+        )
         cancelled = self.running.start(query_id)
-        try:
-            plan = self.plan(query)
-        except BaseException:
-            self.running.finish(query_id)
-            raise
-        return plan.execute(cancelled, lambda: self.running.finish(query_id))
+        return self.executor.run(
+            record, lambda: self.plan(query), cancelled, lambda: self.running.finish(query_id)
+        )
 
     def cancellable(self, ticket: bytes) -> bool:
         """True for a query ticket (metadata tickets have nothing to stop)."""

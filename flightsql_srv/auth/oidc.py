@@ -182,9 +182,8 @@ class _NoDowngradeRedirect(urllib.request.HTTPRedirectHandler):
     ) -> urllib.request.Request | None:
         old, new = urlsplit(req.full_url).scheme, urlsplit(newurl).scheme
         if new not in ("http", "https") or (old == "https" and new != "https"):
-            raise urllib.error.HTTPError(
-                req.full_url, code, f"refusing redirect to {new}:", headers, fp
-            )
+            fp.close()
+            raise _FetchError(f"{req.full_url} redirects to a {new}: URL; refused", False)
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
@@ -359,8 +358,9 @@ class _IssuerKeys:
             if discover or self._jwks_uri is None:
                 document = _get_json(self._opener, self.discovery_url, timeout)
                 if document.get("issuer") != issuer:
+                    named = str(document.get("issuer"))[:200]
                     raise _FetchError(
-                        f"its discovery document names issuer {document.get('issuer')!r}, "
+                        f"its discovery document names issuer {named!r}, "
                         "not the configured one (they must match exactly)",
                         False,
                     )
@@ -388,7 +388,7 @@ class _IssuerKeys:
             log.warning("the JWKS of %s has no usable signing key", issuer)
         log.info("fetched %d signing key(s) of %s", len(keys), issuer)
         self._jwks = _Jwks(keys, {k: tuple(v) for k, v in by_kid.items()}, time.monotonic())
-        self._failure = ""
+        self._failure, self._last_failure = "", -math.inf
         return self._jwks
 
 
@@ -414,7 +414,7 @@ def _split(token: str) -> _Parts | None:
         return None
     try:
         claims = json.loads(_b64decode(payload))
-    except (ValueError, binascii.Error):
+    except (ValueError, binascii.Error, RecursionError):
         return None
     if not isinstance(claims, dict):
         return None
@@ -426,7 +426,12 @@ def _reject(message: str, reason: str) -> CredentialsRejected:
 
 
 def _is_time(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # a JSON integer too large for a float
+        return False
 
 
 def _claim(claims: Mapping[str, Any], path: str) -> Any:
@@ -564,7 +569,7 @@ class OidcVerifier:
         try:
             header = json.loads(_b64decode(parts.header_b64))
             signature = _b64decode(parts.signature_b64)
-        except (ValueError, binascii.Error):
+        except (ValueError, binascii.Error, RecursionError):
             raise _reject("malformed JWT: the header is not base64url JSON", "malformed") from None
         if not isinstance(header, dict):
             raise _reject("malformed JWT: the header is not a JSON object", "malformed")

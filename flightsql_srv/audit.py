@@ -1,0 +1,72 @@
+"""One audit record per query: who ran what, from where, how long it took, what came back.
+
+Written as a JSON log line on the ``flightsql_srv.audit`` logger (the SQL is kept with its
+literals; no credentials are ever part of it) and counted in the Prometheus metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+__all__ = ["QueryRecord", "Auditor", "fingerprint"]
+
+log = logging.getLogger("flightsql_srv.audit")
+
+_LITERALS = re.compile(r"'(?:[^']|'')*'|\b\d+(?:\.\d+)?\b")
+_SPACE = re.compile(r"\s+")
+
+
+def fingerprint(sql: str) -> str:
+    """A stable id for the statement's shape: literals and spacing do not change it."""
+    shape = _SPACE.sub(" ", _LITERALS.sub("?", sql)).strip().lower()
+    return hashlib.sha256(shape.encode()).hexdigest()[:16]
+
+
+@dataclass
+class QueryRecord:
+    """What happened to one query; filled in as it runs."""
+
+    query_id: str
+    principal: str
+    sql: str
+    kind: str
+    peer: str = ""
+    client: Mapping[str, str] = field(default_factory=dict)
+    time_range: tuple[str, str] | None = None
+    limit: int | None = None
+    started: float = field(default_factory=time.monotonic)
+    plan_s: float | None = None
+    first_batch_s: float | None = None
+    total_s: float | None = None
+    rows: int = 0
+    bytes: int = 0
+    outcome: str = "running"
+    error_class: str | None = None
+
+
+class QueryMetrics(Protocol):
+    def query_finished(self, record: QueryRecord) -> None: ...
+
+
+class Auditor:
+    """Logs and counts finished queries."""
+
+    def __init__(self, metrics: QueryMetrics | None = None) -> None:
+        self._metrics = metrics
+
+    def finish(self, record: QueryRecord) -> None:
+        record.total_s = time.monotonic() - record.started
+        fields: dict[str, Any] = {k: v for k, v in asdict(record).items() if k != "started"}
+        fields["fingerprint"] = fingerprint(record.sql)
+        for key in ("plan_s", "first_batch_s", "total_s"):
+            if fields[key] is not None:
+                fields[key] = round(fields[key], 6)
+        log.info("query", extra={"fields": fields})
+        if self._metrics is not None:
+            self._metrics.query_finished(record)

@@ -1,0 +1,131 @@
+"""One DoGet from start to end: admission, planning, first batch, streaming, and the audit
+record, with cancellation (CancelFlightInfo, shutdown) and the query timeout enforced."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent import futures
+
+import pyarrow as pa
+import pyarrow.flight as flight
+
+from flightsql_srv.admission import Admission
+from flightsql_srv.audit import Auditor, QueryRecord
+from flightsql_srv.engine import Plan
+
+__all__ = ["Executor"]
+
+
+class Executor:
+    """Runs planned queries under the server's limits.
+
+    Args:
+        admission: the concurrency limit and wait queue.
+        auditor: receives every finished query's record.
+        query_timeout: seconds a query may run (0: no limit).
+    """
+
+    def __init__(self, admission: Admission, auditor: Auditor, query_timeout: float) -> None:
+        self.admission = admission
+        self.auditor = auditor
+        self.query_timeout = query_timeout
+        # Fetching the first batch happens here so that a query which produces nothing for
+        # longer than the timeout can still be answered with DEADLINE_EXCEEDED.
+        self._pool = futures.ThreadPoolExecutor(thread_name_prefix="first-batch")
+
+    def run(
+        self,
+        record: QueryRecord,
+        plan: Callable[[], Plan],
+        cancelled: threading.Event,
+        on_close: Callable[[], None],
+    ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+        """Admit, plan and start the query; returns its schema and batches.
+
+        Errors before the first batch are raised here (and audited); later ones end the
+        stream. ``on_close`` runs exactly once, when the query is over for good.
+        """
+        try:
+            self.admission.acquire()
+        except Exception as exc:
+            self._close(record, exc, on_close, admitted=False)
+            raise
+        deadline = time.monotonic() + self.query_timeout if self.query_timeout else None
+        try:
+            planned = plan()
+            record.plan_s = time.monotonic() - record.started
+            job = self._pool.submit(planned.execute)
+            try:
+                schema, batches = job.result(
+                    timeout=None if deadline is None else max(0.0, deadline - time.monotonic())
+                )
+            except futures.TimeoutError:
+                # The engine cannot be interrupted mid-batch: it finishes in the background
+                # and only then frees its slot.
+                job.add_done_callback(lambda _: self._finish(record, on_close))
+                record.outcome, record.error_class = "timeout", "DEADLINE_EXCEEDED"
+                raise flight.FlightTimedOutError(self._timeout_message()) from None
+            record.first_batch_s = time.monotonic() - record.started
+        except flight.FlightTimedOutError:
+            raise
+        except Exception as exc:
+            self._close(record, exc, on_close, admitted=True)
+            raise
+        return schema, self._stream(record, batches, cancelled, deadline, on_close)
+
+    def _timeout_message(self) -> str:
+        return (
+            f"query exceeded query_timeout ({self.query_timeout:g} s); narrow it or ask the "
+            "operator to raise the limit"
+        )
+
+    def _stream(
+        self,
+        record: QueryRecord,
+        batches: Iterator[pa.RecordBatch],
+        cancelled: threading.Event,
+        deadline: float | None,
+        on_close: Callable[[], None],
+    ) -> Iterator[pa.RecordBatch]:
+        record.outcome = "disconnected"  # unless the loop below ends otherwise
+        try:
+            for batch in batches:
+                if cancelled.is_set():
+                    record.outcome, record.error_class = "cancelled", "CANCELLED"
+                    raise flight.FlightCancelledError("the query was cancelled")
+                if deadline is not None and time.monotonic() > deadline:
+                    record.outcome, record.error_class = "timeout", "DEADLINE_EXCEEDED"
+                    raise flight.FlightTimedOutError(self._timeout_message())
+                record.rows += batch.num_rows
+                record.bytes += batch.nbytes
+                yield batch
+            record.outcome = "ok"
+        except (flight.FlightCancelledError, flight.FlightTimedOutError):
+            raise
+        except Exception as exc:
+            record.outcome, record.error_class = "error", type(exc).__name__
+            raise
+        finally:
+            self._finish(record, on_close)
+
+    def _close(
+        self,
+        record: QueryRecord,
+        exc: BaseException,
+        on_close: Callable[[], None],
+        admitted: bool,
+    ) -> None:
+        record.outcome = "rejected" if not admitted else "error"
+        record.error_class = type(exc).__name__
+        if admitted:
+            self._finish(record, on_close)
+        else:
+            on_close()
+            self.auditor.finish(record)
+
+    def _finish(self, record: QueryRecord, on_close: Callable[[], None]) -> None:
+        self.admission.release()
+        on_close()
+        self.auditor.finish(record)
