@@ -227,7 +227,16 @@ class Discovery:
             )
         if command.table_types:
             wanted = set(command.table_types)
+            if "table" in wanted:
+                # Not a type this server reports: clients that send it (the Grafana
+                # datasource sends ["BASE TABLE", "table"]) mean "anything queryable".
+                wanted |= set(_TABLE_TYPES)
             rows = [r for r in rows if r[2] in wanted]
+        name = _opt(command, "table_name_filter_pattern")
+        if name is not None:
+            # Exact matches first: a LIKE pattern's "_" also matches other names, and the
+            # Grafana datasource's column lookup reads only row 0.
+            rows.sort(key=lambda r: r[1] != name)
         columns: dict[str, list[Any]] = {
             "catalog_name": [self.engine.catalog_name] * len(rows),
             "db_schema_name": [r[0] for r in rows],

@@ -84,9 +84,9 @@ class Plan:
             ResourceExhausted: the memory pool could not satisfy the query.
             InvalidArgument: any other execution error.
         """
-        stream = pa.RecordBatchReader.from_stream(self.frame)
-        reader = grafana_reader(stream) if self.grafana else portable_reader(stream)
-        try:
+        try:  # optimising and physical planning happen here, then the first batch
+            stream = pa.RecordBatchReader.from_stream(self.frame)
+            reader = grafana_reader(stream) if self.grafana else portable_reader(stream)
             first = reader.read_next_batch()
         except StopIteration:
             first = None
