@@ -1,15 +1,16 @@
 """Admission control: at most ``max_concurrent`` queries run; a bounded queue waits.
 
 A query that finds every slot taken waits in line (up to ``queue_timeout`` seconds); when the
-line itself is full, or the wait runs out, it is refused with RESOURCE_EXHAUSTED, so a burst
-degrades into clear, retryable errors instead of an overloaded engine.
+line itself is full, or the wait runs out, it is refused with UNAVAILABLE (pyarrow cannot send
+RESOURCE_EXHAUSTED), so a burst degrades into clear, retryable errors instead of an
+overloaded engine.
 """
 
 from __future__ import annotations
 
 import threading
 
-from flightsql_srv.errors import ResourceExhausted
+from flightsql_srv.errors import Overloaded
 
 __all__ = ["Admission"]
 
@@ -35,14 +36,14 @@ class Admission:
         """Take a slot, waiting in line if needed.
 
         Raises:
-            ResourceExhausted: the line is full, or no slot freed up in time.
+            Overloaded: the line is full, or no slot freed up in time.
         """
         with self._cond:
             if self.running < self.max_concurrent:
                 self.running += 1
                 return
             if self.waiting >= self.max_queued:
-                raise ResourceExhausted(
+                raise Overloaded(
                     f"too many queries: {self.running} running and {self.waiting} waiting "
                     "(max_concurrent_queries / max_queued_queries); retry later"
                 )
@@ -54,7 +55,7 @@ class Admission:
             finally:
                 self.waiting -= 1
             if not admitted:
-                raise ResourceExhausted(
+                raise Overloaded(
                     f"no query slot freed up within {self.queue_timeout:g} s "
                     f"({self.running} running; queue_timeout); retry later"
                 )

@@ -103,14 +103,14 @@ class Settings:
     )
     max_concurrent_queries: int = _opt(16, "Queries that may run at once.")
     max_queued_queries: int = _opt(
-        64, "Queries that may wait for a slot; beyond that RESOURCE_EXHAUSTED."
+        64, "Queries that may wait for a slot; beyond that UNAVAILABLE (retry later)."
     )
     queue_timeout: float = _opt(30.0, "Seconds a query waits for a slot before it is refused.")
     memory_limit: str = _opt(
         "50%",
         "DataFusion memory pool (fair, spilling): a share of RAM like '50%', a size like "
-        "'8GiB', or 'unlimited'. Queries that need more spill to disk or get "
-        "RESOURCE_EXHAUSTED.",
+        "'8GiB', or 'unlimited'; split evenly between max_concurrent_queries. Queries that "
+        "need more spill to disk, or fail with a message naming memory_limit.",
     )
     spill_dir: Path | None = _opt(None, "Directory for spill files (default: the system temp).")
     batch_size: int = _opt(

@@ -5,8 +5,8 @@ Handlers raise the small hierarchy below; :func:`rpc_boundary` (used by every RP
 logging the traceback on the server only.
 
 pyarrow maps Python exception *classes* to status codes (``ValueError`` → INVALID_ARGUMENT,
-``KeyError`` → NOT_FOUND, ``NotImplementedError`` → UNIMPLEMENTED, ``MemoryError`` →
-RESOURCE_EXHAUSTED) but appends the formatted exception to the message. The server sets
+``KeyError`` → NOT_FOUND, ``NotImplementedError`` → UNIMPLEMENTED) but appends the formatted
+exception to the message; it has no way to send RESOURCE_EXHAUSTED. The server sets
 ``sys.tracebacklimit = 0`` while it runs so that suffix carries no stack frames; the Flight
 error classes (UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, ...) carry no suffix at all.
 """
@@ -28,6 +28,7 @@ __all__ = [
     "NotFound",
     "Unimplemented",
     "ResourceExhausted",
+    "Overloaded",
     "rpc_boundary",
 ]
 
@@ -54,12 +55,17 @@ class Unimplemented(ServiceError, NotImplementedError):
     """The request is valid Flight SQL that this server does not serve (UNIMPLEMENTED)."""
 
 
-class ResourceExhausted(ServiceError, MemoryError):
-    """A limit was hit: memory, concurrency or size (RESOURCE_EXHAUSTED)."""
+class ResourceExhausted(ServiceError, flight.FlightServerError):  # type: ignore[misc]
+    """A query needs more than the server allows (memory). pyarrow cannot send
+    RESOURCE_EXHAUSTED, so this is UNKNOWN with the message (ADBC: OperationalError)."""
+
+
+class Overloaded(ServiceError, flight.FlightUnavailableError):  # type: ignore[misc]
+    """Too many queries right now (UNAVAILABLE: retry later, possibly elsewhere)."""
 
 
 # Keep the class names short: pyarrow prints them in the status detail.
-for _cls in (InvalidArgument, ReadOnlyViolation, NotFound, Unimplemented, ResourceExhausted):
+for _cls in (InvalidArgument, ReadOnlyViolation, NotFound, Unimplemented):
     _cls.__module__ = "builtins"
 
 _PASS_THROUGH: tuple[type[BaseException], ...] = (ServiceError, flight.FlightError)
