@@ -10,6 +10,8 @@ import threading
 import time
 from typing import Any
 
+import grpc
+
 from flightsql_srv import __version__
 from flightsql_srv.admission import Admission
 from flightsql_srv.audit import Auditor
@@ -44,6 +46,17 @@ def _tls_options(settings: Settings) -> tuple[str, dict[str, Any]]:
     except OSError as exc:
         raise ConfigError(f"cannot read a TLS file: {exc}") from None
     return "grpc+tls", options
+
+
+def _health_credentials(tls: dict[str, Any]) -> grpc.ServerCredentials | None:
+    """The Flight port's TLS (and mTLS) settings, for the health port."""
+    if not tls:
+        return None
+    return grpc.ssl_server_credentials(
+        [(key, cert) for cert, key in tls["tls_certificates"]],
+        root_certificates=tls.get("root_certificates"),
+        require_client_auth=tls.get("verify_client", False),
+    )
 
 
 class Service:
@@ -97,6 +110,7 @@ class Service:
             settings.health_port,
             self.engine.probe,
             on_change=self.metrics.health_serving.set,
+            credentials=None if settings.health_plaintext else _health_credentials(tls),
         )
         self.port: int = self.flight.port
         self.health_port = self.health.port

@@ -93,14 +93,20 @@ def serve(config_file: Path | None, **flags: Any) -> None:
 @click.option("--port", default=50052, show_default=True, help="Health port.")
 @click.option("--service", default="", help="Service name to check ('' = the whole server).")
 @click.option("--timeout", default=3.0, show_default=True, help="Seconds to wait for an answer.")
-def healthcheck(host: str, port: int, service: str, timeout: float) -> None:
+@click.option(
+    "--tls-ca",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="PEM CA bundle: the health port uses TLS (the server's --tls-cert).",
+)
+def healthcheck(host: str, port: int, service: str, timeout: float, tls_ca: Path | None) -> None:
     """Exit 0 when the server reports SERVING, 1 otherwise (for Docker HEALTHCHECK)."""
     import grpc
 
     from flightsql_srv.health import check
 
     try:
-        status = check(host, port, service, timeout)
+        status = check(host, port, service, timeout, tls_ca.read_bytes() if tls_ca else None)
     except grpc.RpcError as exc:
         click.echo(f"UNHEALTHY {host}:{port}: {exc.code().name} {exc.details() or ''}".strip())
         sys.exit(1)

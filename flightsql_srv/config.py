@@ -124,6 +124,11 @@ class Settings:
     tls_client_ca: Path | None = _opt(
         None, "PEM CA bundle: require client certificates signed by it (mTLS)."
     )
+    health_plaintext: bool = _opt(
+        False,
+        "Serve the health port without TLS even when --tls-cert is set (Kubernetes grpc "
+        "probes cannot speak TLS); it only reveals SERVING / NOT_SERVING.",
+    )
     auth_file: Path | None = _opt(
         None,
         "TOML file whose [auth] section replaces the config file's (e.g. a mounted secret).",

@@ -37,6 +37,7 @@ class HealthService:
         interval: seconds between probes.
         stale_after: a success older than this no longer counts as healthy.
         on_change: called with the new state whenever it changes.
+        credentials: TLS for the health port (plaintext when None).
     """
 
     def __init__(
@@ -47,6 +48,7 @@ class HealthService:
         interval: float = 5.0,
         stale_after: float = 15.0,
         on_change: Callable[[bool], None] | None = None,
+        credentials: grpc.ServerCredentials | None = None,
     ) -> None:
         self._probe = probe
         self._on_change = on_change
@@ -57,7 +59,12 @@ class HealthService:
             self._servicer.set(service, _NOT_SERVING)
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         health_pb2_grpc.add_HealthServicer_to_server(self._servicer, self._server)
-        self.port = self._server.add_insecure_port(f"{host}:{port}")
+        address = f"{host}:{port}"
+        self.port = (
+            self._server.add_secure_port(address, credentials)
+            if credentials is not None
+            else self._server.add_insecure_port(address)
+        )
         self._stop = threading.Event()
         self._draining = False
         self._last_ok = float("-inf")
@@ -120,13 +127,24 @@ class HealthService:
         log.info("health changed", extra={"fields": {"serving": serving}})
 
 
-def check(host: str, port: int, service: str, timeout: float) -> str:
+def check(
+    host: str, port: int, service: str, timeout: float, root_certs: bytes | None = None
+) -> str:
     """Ask a health port for ``service``'s status; returns its name (e.g. ``SERVING``).
+
+    Args:
+        root_certs: PEM CA bundle to verify a TLS health port (plaintext when None).
 
     Raises:
         grpc.RpcError: the port did not answer, or the service is unknown.
     """
-    with grpc.insecure_channel(f"{host}:{port}") as channel:
+    target = f"{host}:{port}"
+    channel = (
+        grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certs))
+        if root_certs is not None
+        else grpc.insecure_channel(target)
+    )
+    with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
     name: str = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
