@@ -8,9 +8,13 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import grpc
+import pyarrow as pa
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from flightsql_srv import __version__
 from flightsql_srv.admission import Admission
@@ -33,19 +37,64 @@ _CANCEL_WAIT_S = 5.0  # after cancelling, how long calls get to notice before we
 
 
 def _tls_options(settings: Settings) -> tuple[str, dict[str, Any]]:
-    """The URI scheme and pyarrow server arguments for the configured TLS/mTLS."""
+    """The URI scheme and pyarrow server arguments for the configured TLS/mTLS.
+
+    Raises:
+        ConfigError: a TLS file is missing, not PEM, or the key does not match the certificate
+            (gRPC itself only says "Server did not start properly").
+    """
     if settings.tls_cert is None or settings.tls_key is None:
         return "grpc", {}
+    cert = _read_pem(settings.tls_cert, "tls_cert")
+    key = _read_pem(settings.tls_key, "tls_key")
     try:
-        options: dict[str, Any] = {
-            "tls_certificates": [(settings.tls_cert.read_bytes(), settings.tls_key.read_bytes())]
-        }
-        if settings.tls_client_ca is not None:
-            options["verify_client"] = True
-            options["root_certificates"] = settings.tls_client_ca.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read a TLS file: {exc}") from None
+        chain = x509.load_pem_x509_certificates(cert)
+    except ValueError:
+        raise ConfigError(f"TLS: tls_cert {settings.tls_cert} holds no PEM certificate") from None
+    try:
+        private = serialization.load_pem_private_key(key, password=None)
+    except (ValueError, TypeError):
+        raise ConfigError(
+            f"TLS: tls_key {settings.tls_key} is not an unencrypted PEM private key"
+        ) from None
+    if private.public_key() != chain[0].public_key():
+        raise ConfigError(
+            f"TLS: tls_key {settings.tls_key} does not belong to the certificate in "
+            f"tls_cert {settings.tls_cert}"
+        )
+    options: dict[str, Any] = {"tls_certificates": [(cert, key)]}
+    if settings.tls_client_ca is not None:
+        ca = _read_pem(settings.tls_client_ca, "tls_client_ca")
+        try:
+            x509.load_pem_x509_certificates(ca)
+        except ValueError:
+            raise ConfigError(
+                f"TLS: tls_client_ca {settings.tls_client_ca} holds no PEM CA certificate"
+            ) from None
+        options["verify_client"] = True
+        options["root_certificates"] = ca
     return "grpc+tls", options
+
+
+def _read_pem(path: Path, setting: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"TLS: {setting} {path} cannot be read: {exc.strerror or exc}") from None
+
+
+def _start_flight(settings: Settings, *args: Any, **kwargs: Any) -> FlightSqlServer:
+    """Bind the Flight SQL port; a TLS file gRPC cannot use becomes a ConfigError."""
+    try:
+        return FlightSqlServer(*args, **kwargs)
+    except pa.ArrowException as exc:
+        if settings.tls_cert is None:
+            raise OSError(str(exc)) from None
+        raise ConfigError(
+            f"the Flight SQL port did not start with the TLS files given ({exc}): check that "
+            "--tls-cert and --tls-key are a matching PEM certificate chain and private key, "
+            "and --tls-client-ca a PEM CA bundle"
+        ) from None
 
 
 def _health_credentials(tls: dict[str, Any]) -> grpc.ServerCredentials | None:
@@ -92,7 +141,8 @@ class Service:
         )
         self.metrics.watch_admission(self.admission)
         executor = Executor(self.admission, Auditor(self.metrics), settings.query_timeout)
-        self.flight = FlightSqlServer(
+        self.flight = _start_flight(
+            settings,
             f"{scheme}://{settings.host}:{settings.port}",
             self.engine,
             signer,

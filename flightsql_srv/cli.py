@@ -28,8 +28,6 @@ def _click_type(f: Field[Any]) -> Any:
     kind = field_type(f)
     if getattr(kind, "__origin__", None) is Literal:
         return click.Choice(list(get_args(kind)))
-    if kind is bool:
-        return click.BOOL
     return click.Path(path_type=Path) if kind is Path else kind
 
 
@@ -38,13 +36,13 @@ def _settings_options(func: Any) -> Any:
     for f in reversed(setting_fields()):
         env_name = ENV_PREFIX + f.name.upper()
         shown = "" if f.metadata.get("secret") or f.default == Path() else f"; default {f.default}"
-        func = click.option(
-            "--" + f.name.replace("_", "-"),
-            f.name,
-            type=_click_type(f),
-            default=None,
-            help=f"{f.metadata['help']} [env {env_name}{shown}]",
-        )(func)
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{f.metadata['help']} [env {env_name}{shown}]"
+        if field_type(f) is bool:  # a bare switch, with a --no- form to override env/file
+            option = click.option(f"{flag}/--no-{flag[2:]}", f.name, default=None, help=help_text)
+        else:
+            option = click.option(flag, f.name, type=_click_type(f), default=None, help=help_text)
+        func = option(func)
     return func
 
 

@@ -340,9 +340,9 @@ def _from_file(path: Path) -> dict[str, Any]:
 
 def _auth_section(raw: Any, where: str) -> AuthConfig:
     try:
-        return parse_auth(raw, f"{where}: [auth]")
+        return parse_auth(raw)
     except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def _auth_file(path: Path) -> AuthConfig:

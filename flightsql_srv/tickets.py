@@ -51,13 +51,20 @@ class Signer:
         mac = hmac.new(self._key(self._secrets[0], purpose), payload, hashlib.sha256).digest()
         return _MAGIC + mac + payload
 
-    def verify(self, purpose: str, token: bytes, what: str) -> dict[str, Any]:
+    def verify(
+        self,
+        purpose: str,
+        token: bytes,
+        what: str,
+        renew: str = "call GetFlightInfo again to get a fresh one",
+    ) -> dict[str, Any]:
         """Return the body of a token this service signed, or raise UNAUTHENTICATED.
 
         Args:
             purpose: the purpose it must have been signed for.
             token: the bytes the client sent back.
             what: how to name the token in errors ("ticket", "prepared statement handle").
+            renew: what to do about an expired one, for the error message.
         """
         if not token.startswith(_MAGIC) or len(token) <= len(_MAGIC) + _MAC_LEN:
             raise flight.FlightUnauthenticatedError(
@@ -77,9 +84,7 @@ class Signer:
         body: dict[str, Any] = json.loads(payload)
         expiry = body.get("exp")
         if expiry is not None and time.time() > expiry:
-            raise flight.FlightUnauthenticatedError(
-                f"{what} expired; call GetFlightInfo again to get a fresh one"
-            )
+            raise flight.FlightUnauthenticatedError(f"{what} expired; {renew}")
         return body
 
 

@@ -91,14 +91,14 @@ class Authenticator:
         raw = token[len(SESSION_TOKEN_PREFIX) :]
         try:
             data = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
-            body = self._signer.verify(_PURPOSE, data, "session token")
+            body = self._signer.verify(
+                _PURPOSE, data, "session token", "authenticate again with the handshake"
+            )
         except (binascii.Error, ValueError):
             raise CredentialsRejected("malformed session token", "malformed") from None
         except flight.FlightUnauthenticatedError as exc:
             reason = "expired" if "expired" in str(exc) else "bad_signature"
-            raise CredentialsRejected(
-                f"{exc}; authenticate again with the handshake", reason
-            ) from None
+            raise CredentialsRejected(str(exc), reason) from None
         return Identity(
             str(body["sub"]), frozenset(body.get("roles", [])), body.get("m", "session")
         )

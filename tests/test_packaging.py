@@ -1,0 +1,781 @@
+"""Packaging and deployment files stay true: the wheel carries what the image needs, the
+Dockerfile, compose file and Kubernetes manifests agree with each other and with the server's
+settings, and the example auth/catalog/macros files load with the server's own parsers.
+
+Docker and a cluster are not available to the tests; what they would do is checked here as far
+as it can be without them (the image's command and HEALTHCHECK run against the built wheel).
+PyYAML is not a dependency, so the YAML files are read with a small parser for the subset they
+use (block mappings and sequences, scalars, flow sequences, ``|`` literals).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow.flight as flight
+import pytest
+
+from flightsql_srv.auth.config import parse_auth
+from flightsql_srv.auth.passwords import verify_password
+from flightsql_srv.catalog import load_catalog
+from flightsql_srv.config import ENV_PREFIX, ConfigError, Settings, load_settings, setting_fields
+from flightsql_srv.macros.user import load_user_macros
+from flightsql_srv.protocol import pack, sql_pb2
+from tests.conftest import ROOT, free_port
+
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+DEPLOY = ROOT / "deploy"
+COMPOSE = DEPLOY / "docker-compose.yml"
+K8S = DEPLOY / "kubernetes"
+AUTH_EXAMPLE = DEPLOY / "auth.example.toml"
+
+FLIGHT_PORT, HEALTH_PORT, METRICS_PORT = 50051, 50052, 9464
+EXAMPLE_KEY = "change-me-example-key"
+EXAMPLE_PASSWORD = "change-me"
+SHUTDOWN_GRACE = Settings().shutdown_grace
+#: Names the deploy files may use: one per setting, plus the config-file variable.
+ENV_NAMES = {ENV_PREFIX + f.name.upper() for f in setting_fields()} | {ENV_PREFIX + "CONFIG"}
+
+
+# -- the wheel ---------------------------------------------------------------------------------
+
+
+def _build_wheel(source: Path, out: Path) -> Path:
+    """``pip wheel --no-deps`` (with build isolation, as the Dockerfile's build stage runs it)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "--wheel-dir", str(out), "."],
+        cwd=source,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    (wheel,) = out.glob("flightsql_srv-*.whl")
+    return wheel
+
+
+def _dockerignore_patterns() -> list[str]:
+    lines = DOCKERIGNORE.read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+def _docker_ignored(rel: str, patterns: list[str]) -> bool:
+    """The subset of .dockerignore matching this repository uses: paths and ``**/name``."""
+    parts = rel.split("/")
+    for pattern in patterns:
+        assert not pattern.startswith("!"), "exceptions are not modelled here"
+        if pattern.startswith("**/"):
+            if any(fnmatch.fnmatchcase(part, pattern[3:]) for part in parts):
+                return True
+        elif any(
+            fnmatch.fnmatchcase("/".join(parts[:i]), pattern.rstrip("/"))
+            for i in range(1, len(parts) + 1)
+        ):
+            return True
+    return False
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _build_wheel(ROOT, tmp_path_factory.mktemp("dist"))
+
+
+@pytest.fixture(scope="module")
+def extracted_wheel(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    target = tmp_path_factory.mktemp("site")
+    with zipfile.ZipFile(wheel) as zf:
+        zf.extractall(target)
+    return target
+
+
+def test_wheel_contents(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+        bundled = {
+            "flightsql_srv/_bundled/catalog/demo.toml": ROOT / "catalog" / "demo.toml",
+            "flightsql_srv/_bundled/macros/examples.toml": ROOT / "macros" / "examples.toml",
+        }
+        for member, source in bundled.items():
+            assert zf.read(member) == source.read_bytes(), member
+        dist_info = next(n.split("/")[0] for n in names if n.endswith(".dist-info/METADATA"))
+        entry_points = zf.read(f"{dist_info}/entry_points.txt").decode()
+        metadata = zf.read(f"{dist_info}/METADATA").decode()
+    assert "flightsql_srv/py.typed" in names
+    generated = {p.name for p in (ROOT / "flightsql_srv" / "protocol").glob("*_pb2.py")}
+    assert generated >= {"Flight_pb2.py", "FlightSql_pb2.py"}
+    for name in generated:
+        assert f"flightsql_srv/protocol/{name}" in names
+    assert re.search(r"^flightsql-srv = flightsql_srv\.cli:main$", entry_points, re.M)
+    assert not {n for n in names if n.startswith(("tests/", "bench/", "deploy/", "docs/"))}
+    # Installing the wheel pulls the runtime dependencies only; extras stay behind their marker.
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    unconditional = [
+        line.split(":", 1)[1].strip()
+        for line in metadata.splitlines()
+        if line.startswith("Requires-Dist:") and "extra ==" not in line
+    ]
+    assert sorted(unconditional) == sorted(pyproject["project"]["dependencies"])
+
+
+def test_docker_context_builds_the_same_wheel(wheel: Path, tmp_path: Path) -> None:
+    """The Dockerfile's build stage sees the repository minus .dockerignore: still enough."""
+    patterns = _dockerignore_patterns()
+    for needed in ("pyproject.toml", "README.md", "flightsql_srv/cli.py", "catalog/demo.toml"):
+        assert not _docker_ignored(needed, patterns), needed
+    for unwanted in (".venv", ".git", "tests", "bench/.data", ".pytest_cache", "x/__pycache__"):
+        assert _docker_ignored(unwanted, patterns), unwanted
+    context = tmp_path / "context"
+    for dirpath, dirnames, filenames in os.walk(ROOT):
+        rel_dir = Path(dirpath).relative_to(ROOT)
+        dirnames[:] = [
+            d for d in dirnames if not _docker_ignored((rel_dir / d).as_posix(), patterns)
+        ]
+        for filename in filenames:
+            rel = rel_dir / filename
+            if not _docker_ignored(rel.as_posix(), patterns):
+                (context / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / rel, context / rel)
+    from_context = _build_wheel(context, tmp_path / "dist")
+    with zipfile.ZipFile(wheel) as a, zipfile.ZipFile(from_context) as b:
+        assert sorted(a.namelist()) == sorted(b.namelist())
+
+
+# -- the Dockerfile ----------------------------------------------------------------------------
+
+
+def _instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    out: list[tuple[str, str]] = []
+    pending = ""
+    for line in DOCKERFILE.read_text().splitlines():
+        if line.strip().startswith("#") or not line.strip():
+            continue
+        if line.rstrip().endswith("\\"):
+            pending += line.rstrip()[:-1] + " "
+            continue
+        full = (pending + line).strip()
+        pending = ""
+        word, _, rest = full.partition(" ")
+        out.append((word.upper(), " ".join(rest.split())))
+    assert not pending, "Dockerfile ends inside a continuation line"
+    return out
+
+
+def _stages() -> list[list[tuple[str, str]]]:
+    stages: list[list[tuple[str, str]]] = []
+    for word, rest in _instructions():
+        if word == "FROM":
+            stages.append([])
+        if stages:
+            stages[-1].append((word, rest))
+    return stages
+
+
+def _dockerfile_env() -> dict[str, str]:
+    """ENV of the final stage (``KEY=value`` pairs)."""
+    env: dict[str, str] = {}
+    for word, rest in _stages()[-1]:
+        if word == "ENV":
+            for pair in rest.split():
+                key, _, value = pair.partition("=")
+                env[key] = value
+    return env
+
+
+def test_dockerfile_stages() -> None:
+    instructions = _instructions()
+    args = dict(rest.split("=", 1) for word, rest in instructions if word == "ARG" and "=" in rest)
+    stages = _stages()
+    assert len(stages) >= 2, "multi-stage: build the wheel, then install it"
+    bases = [stage[0][1].split()[0] for stage in stages]
+    images = {re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], base) for base in bases}
+    assert len(images) == 1, f"every stage on the same base image: {images}"
+    (image,) = images
+    assert re.fullmatch(r"python:3\.1[1-9][\w.-]*-slim[\w.-]*(@sha256:[0-9a-f]{64})?", image)
+
+    build, final = stages[0], stages[-1]
+    build_name = build[0][1].split()[-1]
+    assert any(w == "RUN" and "pip wheel --no-deps" in r for w, r in build)
+    copies = [r for w, r in final if w in ("COPY", "ADD")]
+    assert copies and all(r.startswith(f"--from={build_name} /dist") for r in copies), copies
+    (install,) = [r for w, r in final if w == "RUN" and "pip install" in r]
+    assert re.search(r"pip install --no-cache-dir \S*/\*\.whl", install)
+
+    user = [r for w, r in final if w == "USER"][-1]
+    assert user.split(":")[0] not in ("root", "0")
+    useradd = re.search(r"useradd .*--uid (\d+)", install)
+    assert useradd, "the final stage creates its user"
+    uid = int(useradd.group(1))
+    assert user == f"{uid}:{uid}" and uid == 10001
+
+    exposed = {int(p) for w, r in final if w == "EXPOSE" for p in r.split()}
+    assert exposed == {FLIGHT_PORT, HEALTH_PORT, METRICS_PORT}
+    assert ("STOPSIGNAL", "SIGTERM") in final
+    (healthcheck,) = [r for w, r in final if w == "HEALTHCHECK"]
+    for option in ("--interval=", "--timeout=", "--start-period=", "--retries="):
+        assert option in healthcheck
+    assert "CMD" in healthcheck and "flightsql-srv healthcheck" in healthcheck
+    (cmd,) = [r for w, r in final if w == "CMD"]
+    assert json.loads(cmd) == ["flightsql-srv", "serve"], "exec form: the server is PID 1"
+
+
+def test_dockerfile_environment() -> None:
+    env = _dockerfile_env()
+    defaults = Settings()
+    assert env["FLIGHTSQL_SRV_HOST"] == "0.0.0.0"
+    assert int(env["FLIGHTSQL_SRV_PORT"]) == defaults.port == FLIGHT_PORT
+    assert int(env["FLIGHTSQL_SRV_HEALTH_PORT"]) == defaults.health_port == HEALTH_PORT
+    assert int(env["FLIGHTSQL_SRV_METRICS_PORT"]) == defaults.metrics_port == METRICS_PORT
+    # Unset, so the bare image serves the demo catalog bundled in the wheel.
+    for name in ("FLIGHTSQL_SRV_CATALOG", "FLIGHTSQL_SRV_MACROS", "FLIGHTSQL_SRV_TICKET_SECRET"):
+        assert name not in env
+    image_env = {k: v for k, v in env.items() if k.startswith(ENV_PREFIX)}
+    # 0.0.0.0 needs auth or an explicit opt-out, as the Dockerfile's comments say.
+    with pytest.raises(ConfigError, match="allow-unauthenticated"):
+        load_settings({}, image_env)
+    assert load_settings({}, {**image_env, "FLIGHTSQL_SRV_ALLOW_UNAUTHENTICATED": "true"})
+    settings = load_settings({}, {**image_env, "FLIGHTSQL_SRV_AUTH_FILE": str(AUTH_EXAMPLE)})
+    assert settings.auth.enabled
+
+
+def test_deploy_files_name_real_settings() -> None:
+    files = [DOCKERFILE, COMPOSE, AUTH_EXAMPLE, *sorted(K8S.iterdir())]
+    for path in files:
+        for name in set(re.findall(r"\bFLIGHTSQL_SRV_[A-Z_]*[A-Z]", path.read_text())):
+            assert name in ENV_NAMES, f"{path.relative_to(ROOT)}: {name} is not a setting"
+
+
+@pytest.fixture
+def shim(extracted_wheel: Path, tmp_path: Path) -> dict[str, str]:
+    """An environment where ``flightsql-srv`` runs the extracted wheel, not the source tree."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "flightsql-srv"
+    script.write_text(
+        f"#!/bin/sh\nexec {sys.executable} -c "
+        '\'import sys; from flightsql_srv.cli import main; sys.argv[0] = "flightsql-srv"; '
+        'main()\' "$@"\n'
+    )
+    script.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    env.update(PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", PYTHONPATH=str(extracted_wheel))
+    return env
+
+
+def test_image_command_serves_bundled_demo(
+    shim: dict[str, str], extracted_wheel: Path, tmp_path: Path
+) -> None:
+    """The image's CMD, ENV and HEALTHCHECK, run against the installed wheel (no Docker)."""
+    final = _stages()[-1]
+    cmd = json.loads([r for w, r in final if w == "CMD"][0])
+    check = [r for w, r in final if w == "HEALTHCHECK"][0].split(" CMD ", 1)[1]
+    port, health_port = free_port(), free_port()
+    env = {
+        **shim,
+        **_dockerfile_env(),
+        # Loopback instead of the image's 0.0.0.0, so the test exposes nothing.
+        "FLIGHTSQL_SRV_HOST": "127.0.0.1",
+        "FLIGHTSQL_SRV_PORT": str(port),
+        "FLIGHTSQL_SRV_HEALTH_PORT": str(health_port),
+        "FLIGHTSQL_SRV_METRICS_PORT": "-1",
+        "FLIGHTSQL_SRV_TICKET_SECRET": "test-secret",
+        "FLIGHTSQL_SRV_LOG_FORMAT": "json",
+    }
+
+    def healthy() -> bool:
+        probe = subprocess.run(
+            ["/bin/sh", "-c", check], env=env, capture_output=True, text=True, timeout=30
+        )
+        return probe.returncode == 0
+
+    log_path = tmp_path / "server.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            assert not healthy(), "SERVING before the server started?"
+            deadline = time.monotonic() + 60
+            while not healthy():
+                assert proc.poll() is None, log_path.read_text()
+                assert time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.3)
+            with flight.connect(f"grpc://127.0.0.1:{port}") as client:
+                command = sql_pb2.CommandStatementQuery(query="select count(*) from demo.logs")
+                info = client.get_flight_info(flight.FlightDescriptor.for_command(pack(command)))
+                rows = client.do_get(info.endpoints[0].ticket).read_all().to_pylist()
+            assert list(rows[0].values())[0] > 0
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=SHUTDOWN_GRACE + 15) == 0, log_path.read_text()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+    events = [json.loads(line) for line in log_path.read_text().splitlines() if line[:1] == "{"]
+    (serving,) = [e for e in events if e["msg"] == "serving"]
+    bundled = extracted_wheel / "flightsql_srv" / "_bundled" / "catalog"
+    assert Path(serving["catalog"]) == bundled and serving["tables"] == 2
+    assert serving["user_macros"] > 0
+
+
+# -- a YAML subset, without PyYAML ---------------------------------------------------------------
+
+
+def _strip_comment(line: str) -> str:
+    quote = ""
+    for i, ch in enumerate(line):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'" and (i == 0 or line[i - 1] in " \t[{,:"):
+            quote = ch
+        elif ch == "#" and (i == 0 or line[i - 1] in " \t"):
+            return line[:i].rstrip()
+    return line.rstrip()
+
+
+def _split_outside_quotes(text: str, sep: str) -> list[str]:
+    parts, quote, current = [], "", ""
+    for ch in text:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch == sep:
+            parts.append(current.strip())
+            current = ""
+            continue
+        current += ch
+    if current.strip():
+        parts.append(current.strip())
+    return parts
+
+
+def _scalar(text: str) -> Any:
+    if text.startswith('"'):
+        return json.loads(text)
+    if text.startswith("'"):
+        assert text.endswith("'"), text
+        return text[1:-1].replace("''", "'")
+    if text.startswith("["):
+        assert text.endswith("]"), text
+        return [_scalar(item) for item in _split_outside_quotes(text[1:-1], ",")]
+    if text.startswith("{"):
+        assert text.endswith("}"), text
+        pairs = (item.split(":", 1) for item in _split_outside_quotes(text[1:-1], ","))
+        return {k.strip(): _scalar(v.strip()) for k, v in pairs}
+    if text in ("true", "false"):
+        return text == "true"
+    if text in ("null", "~"):
+        return None
+    if re.fullmatch(r"0[0-7]+", text):
+        return int(text, 8)  # YAML 1.1 octal, as Kubernetes reads defaultMode: 0440
+    if re.fullmatch(r"[-+]?\d+", text):
+        return int(text)
+    if re.fullmatch(r"[-+]?\d+\.\d+", text):
+        return float(text)
+    return text
+
+
+def _is_key(content: str) -> bool:
+    return content[:1] not in "\"'[{" and (": " in content or content.endswith(":"))
+
+
+class _Yaml:
+    """Block mappings, block sequences, scalars, flow sequences and ``|`` literals."""
+
+    def __init__(self, text: str) -> None:
+        assert "\t" not in text, "YAML must be indented with spaces"
+        self.lines = text.split("\n")
+
+    def parse(self) -> Any:
+        i = self._next(0)
+        if i == len(self.lines):
+            return None
+        value, i = self._block(i)
+        assert self._next(i) == len(self.lines), f"cannot parse line {i + 1}: {self.lines[i]!r}"
+        return value
+
+    def _next(self, i: int) -> int:
+        while i < len(self.lines) and not _strip_comment(self.lines[i]).strip():
+            i += 1
+        return i
+
+    def _indent(self, i: int) -> int:
+        return len(self.lines[i]) - len(self.lines[i].lstrip(" "))
+
+    def _content(self, i: int) -> str:
+        return _strip_comment(self.lines[i]).strip()
+
+    def _is_item(self, i: int) -> bool:
+        content = self._content(i)
+        return content == "-" or content.startswith("- ")
+
+    def _block(self, i: int) -> tuple[Any, int]:
+        return self._sequence(i) if self._is_item(i) else self._mapping(i)
+
+    def _sequence(self, i: int) -> tuple[list[Any], int]:
+        indent, items = self._indent(i), []
+        while i < len(self.lines) and self._indent(i) == indent and self._is_item(i):
+            col = indent + 1
+            while col < len(self.lines[i]) and self.lines[i][col] == " ":
+                col += 1
+            rest = self._content(i)[1:].strip()
+            if not rest:
+                j = self._next(i + 1)
+                assert self._indent(j) > indent, f"line {j + 1}: empty sequence item"
+                value, i = self._block(j)
+            elif _is_key(rest):
+                self.lines[i] = " " * col + self.lines[i][col:]  # the item is a mapping
+                value, i = self._mapping(i)
+            else:
+                value, i = _scalar(rest), i + 1
+            items.append(value)
+            i = self._next(i)
+        return items, i
+
+    def _mapping(self, i: int) -> tuple[dict[str, Any], int]:
+        indent, result = self._indent(i), {}
+        while i < len(self.lines) and self._indent(i) == indent and not self._is_item(i):
+            content = self._content(i)
+            assert _is_key(content), f"line {i + 1}: expected 'key: value', got {content!r}"
+            key, _, rest = content.partition(":")
+            rest = rest.strip()
+            assert key not in result, f"line {i + 1}: duplicate key {key!r}"
+            if rest in ("|", "|-"):
+                value, i = self._literal(i + 1, indent, keep_newline=rest == "|")
+            elif rest:
+                value, i = _scalar(rest), i + 1
+            else:
+                j = self._next(i + 1)
+                nested = j < len(self.lines) and (
+                    self._indent(j) > indent or (self._indent(j) == indent and self._is_item(j))
+                )
+                value, i = self._block(j) if nested else (None, j)
+            result[key] = value
+            i = self._next(i)
+        if i < len(self.lines):
+            assert self._indent(i) < indent, f"line {i + 1}: unexpected indentation"
+        return result, i
+
+    def _literal(self, i: int, parent: int, keep_newline: bool) -> tuple[str, int]:
+        lines: list[str] = []
+        block = None
+        while i < len(self.lines):
+            raw = self.lines[i]
+            if raw.strip():
+                indent = len(raw) - len(raw.lstrip(" "))
+                if indent <= parent:
+                    break
+                block = indent if block is None else block
+                assert indent >= block, f"line {i + 1}: literal dedented"
+                lines.append(raw[block:])
+            else:
+                lines.append("")
+            i += 1
+        while lines and not lines[-1]:
+            lines.pop()
+        return "\n".join(lines) + ("\n" if keep_newline and lines else ""), i
+
+
+def _documents(path: Path) -> list[Any]:
+    texts = re.split(r"^---\s*$", path.read_text(), flags=re.M)
+    return [doc for doc in (_Yaml(t).parse() for t in texts) if doc is not None]
+
+
+def _resources() -> dict[tuple[str, str], dict[str, Any]]:
+    """Every Kubernetes object in deploy/kubernetes by (kind, name)."""
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for path in sorted(K8S.glob("*.yaml")):
+        for doc in _documents(path):
+            assert isinstance(doc, dict), path.name
+            assert isinstance(doc.get("apiVersion"), str) and doc["apiVersion"], path.name
+            assert isinstance(doc.get("kind"), str) and doc["kind"], path.name
+            key = (doc["kind"], doc["metadata"]["name"])
+            assert key not in found, f"{key} declared twice"
+            if doc["kind"] != "Namespace":
+                assert doc["metadata"]["namespace"] == "flightsql", key
+            found[key] = doc
+    return found
+
+
+def test_yaml_subset_parser() -> None:
+    text = """
+a: 1  # comment
+b:
+  - x
+  - name: n
+    port: 0440
+  -
+    - "q # not a comment"
+c: |
+  # kept
+  line
+
+d: ["sleep", '5']
+e:
+- 1
+f: url:with:colons
+"""
+    assert _Yaml(text).parse() == {
+        "a": 1,
+        "b": ["x", {"name": "n", "port": 288}, ["q # not a comment"]],
+        "c": "# kept\nline\n",
+        "d": ["sleep", "5"],
+        "e": [1],
+        "f": "url:with:colons",
+    }
+    with pytest.raises(AssertionError, match="unexpected indentation"):
+        _Yaml("a: 1\n   b: 2\nc: 3\n").parse()
+
+
+# -- Kubernetes ----------------------------------------------------------------------------------
+
+
+def _pod(resources: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+    pod: dict[str, Any] = resources[("Deployment", "flightsql-srv")]["spec"]["template"]
+    return pod
+
+
+def _container(pod: dict[str, Any]) -> dict[str, Any]:
+    (container,) = pod["spec"]["containers"]
+    assert isinstance(container, dict)
+    return container
+
+
+def test_kubernetes_manifest_set() -> None:
+    resources = _resources()
+    kinds = {kind for kind, _ in resources}
+    assert kinds == {
+        "Namespace",
+        "ConfigMap",
+        "Secret",
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "HorizontalPodAutoscaler",
+    }
+    readme = (K8S / "README.md").read_text()
+    for path in K8S.glob("*.yaml"):
+        assert f"deploy/kubernetes/{path.name}" in readme, f"README apply order lacks {path.name}"
+
+
+def test_deployment_probes_and_draining() -> None:
+    resources = _resources()
+    deployment = resources[("Deployment", "flightsql-srv")]
+    assert deployment["spec"]["replicas"] == 2
+    pod = _pod(resources)
+    container = _container(pod)
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["grpc"] == {"port": HEALTH_PORT, "service": ""}, probe
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"flight": FLIGHT_PORT, "health": HEALTH_PORT, "metrics": METRICS_PORT}
+
+    env = {e["name"]: e for e in container["env"]}
+    grace = float(env["FLIGHTSQL_SRV_SHUTDOWN_GRACE"]["value"])
+    pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "sleep"
+    budget = float(pre_stop[1]) + grace + 5  # + the server's wait for cancelled calls
+    assert pod["spec"]["terminationGracePeriodSeconds"] > budget
+    assert env["FLIGHTSQL_SRV_HOST"]["value"] == "0.0.0.0"
+    assert "FLIGHTSQL_SRV_ALLOW_UNAUTHENTICATED" not in env
+
+
+def test_deployment_references_exist() -> None:
+    resources = _resources()
+    pod = _pod(resources)
+    container = _container(pod)
+    env = {e["name"]: e for e in container["env"]}
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert set(mounts) <= set(volumes)
+
+    secret = resources[
+        ("Secret", env["FLIGHTSQL_SRV_TICKET_SECRET"]["valueFrom"]["secretKeyRef"]["name"])
+    ]
+    for e in container["env"]:
+        ref = e.get("valueFrom", {}).get("secretKeyRef")
+        if ref:
+            assert ref["key"] in resources[("Secret", ref["name"])]["stringData"], e["name"]
+
+    def mounted_file(volume: str) -> dict[str, str]:
+        """Files a volume puts in the container: path -> content."""
+        spec = volumes[volume]
+        if "configMap" in spec:
+            source, data = spec["configMap"], resources[("ConfigMap", spec["configMap"]["name"])]
+            content = data["data"]
+        else:
+            source = spec["secret"]
+            content = resources[("Secret", source["secretName"])]["stringData"]
+        files = {}
+        for item in source["items"]:
+            assert item["key"] in content, f"volume {volume}: no key {item['key']!r}"
+            files[f"{mounts[volume]['mountPath']}/{item['path']}"] = content[item["key"]]
+        return files
+
+    auth_files = mounted_file("auth")
+    assert env["FLIGHTSQL_SRV_AUTH_FILE"]["value"] in auth_files
+    assert "ticket-secret" in secret["stringData"]
+    for volume, setting in (
+        ("catalog", "FLIGHTSQL_SRV_CATALOG"),
+        ("macros", "FLIGHTSQL_SRV_MACROS"),
+    ):
+        assert env[setting]["value"] == mounts[volume]["mountPath"]
+        assert mounted_file(volume) and mounts[volume]["readOnly"] is True
+
+
+def test_deployment_security_and_resources() -> None:
+    resources = _resources()
+    pod = _pod(resources)
+    container = _container(pod)
+    security = pod["spec"]["securityContext"]
+    assert security["runAsNonRoot"] is True and security["runAsUser"] == 10001
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    tmp = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]
+    assert tmp and "emptyDir" in {v["name"]: v for v in pod["spec"]["volumes"]}[tmp[0]["name"]]
+    limits, requests = container["resources"]["limits"], container["resources"]["requests"]
+    assert {"cpu", "memory"} <= set(limits) and {"cpu", "memory"} <= set(requests)
+    annotations = pod["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(METRICS_PORT)
+    assert annotations["prometheus.io/path"] == "/metrics"
+
+
+def test_service_pdb_hpa() -> None:
+    resources = _resources()
+    pod_labels = _pod(resources)["metadata"]["labels"]
+    deployment = resources[("Deployment", "flightsql-srv")]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    service = resources[("Service", "flightsql-srv")]
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    ports = {p["name"]: p for p in service["spec"]["ports"]}
+    assert ports["flight"]["port"] == FLIGHT_PORT and ports["flight"]["targetPort"] == "flight"
+    assert ports["flight"]["appProtocol"] in ("kubernetes.io/h2c", "grpc")
+    assert ports["metrics"]["port"] == METRICS_PORT
+    pdb = resources[("PodDisruptionBudget", "flightsql-srv")]
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    hpa = resources[("HorizontalPodAutoscaler", "flightsql-srv")]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "flightsql-srv"
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
+    (cpu,) = hpa["spec"]["metrics"]
+    assert cpu["resource"]["name"] == "cpu"
+    assert cpu["resource"]["target"]["averageUtilization"] == 70
+    assert "flightsql_queries_running" in (K8S / "hpa.yaml").read_text()
+
+
+def test_configmaps_load_with_the_server(tmp_path: Path) -> None:
+    resources = _resources()
+    catalog_dir, macros_dir = tmp_path / "catalog", tmp_path / "macros"
+    for directory, name in (
+        (catalog_dir, "flightsql-srv-catalog"),
+        (macros_dir, "flightsql-srv-macros"),
+    ):
+        directory.mkdir()
+        for key, content in resources[("ConfigMap", name)]["data"].items():
+            (directory / key).write_text(content)
+    (schema,) = load_catalog(catalog_dir)
+    assert schema.name == "demo" and {t.name for t in schema.tables} == {"metrics", "logs"}
+    shipped = tomllib.loads((ROOT / "catalog" / "demo.toml").read_text())
+    assert tomllib.loads((catalog_dir / "demo.toml").read_text())["tables"] == shipped["tables"]
+    assert set(load_user_macros(macros_dir)) == {"hostSeries", "errorRatio", "rangeSeconds"}
+
+
+# -- auth examples -------------------------------------------------------------------------------
+
+
+def _check_example_auth(text: str) -> None:
+    raw = tomllib.loads(text)
+    assert set(raw) == {"auth"}, "an --auth-file holds only [auth]"
+    auth = parse_auth(raw["auth"])
+    assert auth.enabled
+    (key,) = auth.api_keys
+    assert key.sha256 == hashlib.sha256(EXAMPLE_KEY.encode()).hexdigest()
+    (user,) = auth.users
+    assert verify_password(EXAMPLE_PASSWORD, user.password_hash)
+    assert auth.roles["logs_only"].allows("demo", "logs")
+    assert not auth.roles["logs_only"].allows("demo", "metrics")
+
+
+def test_auth_example() -> None:
+    _check_example_auth(AUTH_EXAMPLE.read_text())
+    settings = load_settings({"auth_file": AUTH_EXAMPLE, "host": "0.0.0.0"}, {})
+    assert settings.auth.enabled and not settings.allow_unauthenticated
+
+
+def test_kubernetes_secret_auth() -> None:
+    secret = _resources()[("Secret", "flightsql-srv")]
+    _check_example_auth(secret["stringData"]["auth.toml"])
+    assert "example" in secret["stringData"]["ticket-secret"]
+
+
+# -- docker compose ------------------------------------------------------------------------------
+
+
+def _compose() -> dict[str, Any]:
+    (doc,) = _documents(COMPOSE)
+    assert isinstance(doc, dict)
+    return doc
+
+
+def _bind_mounts(service: dict[str, Any]) -> Iterator[tuple[Path, str]]:
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if source.startswith("."):
+            yield (COMPOSE.parent / source).resolve(), target
+
+
+def test_compose_server() -> None:
+    server = _compose()["services"]["flightsql-srv"]
+    context = (COMPOSE.parent / server["build"]["context"]).resolve()
+    assert context == ROOT and (context / server["build"]["dockerfile"]).is_file()
+    env = server["environment"]
+    assert env["FLIGHTSQL_SRV_TICKET_SECRET"] == "${FLIGHTSQL_SRV_TICKET_SECRET:-change-me}"
+    assert env["FLIGHTSQL_SRV_ALLOW_UNAUTHENTICATED"] == "true"
+    assert "LOCAL DEMO ONLY" in COMPOSE.read_text()
+    published = {p.rsplit(":", 1)[1]: p for p in server["ports"]}
+    assert set(published) == {str(FLIGHT_PORT), str(HEALTH_PORT), str(METRICS_PORT)}
+    assert all(p.startswith("127.0.0.1:") for p in published.values()), "demo: loopback only"
+    assert "healthcheck" not in server, "the image's HEALTHCHECK applies"
+    assert int(server["stop_grace_period"].rstrip("s")) > SHUTDOWN_GRACE
+
+
+def test_compose_grafana_mounts_exist_and_agree() -> None:
+    services = _compose()["services"]
+    grafana = services["grafana"]
+    assert grafana["image"] == "grafana/grafana:11.6.0"
+    assert grafana["depends_on"]["flightsql-srv"]["condition"] == "service_healthy"
+    assert grafana["ports"] == ["127.0.0.1:3000:3000"]
+    mounts = dict(_bind_mounts(grafana))
+    assert mounts, "grafana mounts deploy/grafana"
+    for source in mounts:
+        assert source.exists() and source.is_relative_to(DEPLOY / "grafana"), source
+    by_target = {target: source for source, target in mounts.items()}
+    provisioning = DEPLOY / "grafana" / "provisioning"
+    for kind in ("datasources", "dashboards"):
+        target = f"/etc/grafana/provisioning/{kind}"
+        assert by_target.get(target) == provisioning / kind or (
+            by_target.get("/etc/grafana/provisioning") == provisioning
+        ), target
+    (provider,) = _documents(provisioning / "dashboards" / "flightsql.yaml")[0]["providers"]
+    dashboards_dir = by_target[provider["options"]["path"]]
+    assert list(dashboards_dir.glob("*.json")), "the provider's path holds the dashboards"
+    (datasource,) = _documents(provisioning / "datasources" / "flightsql.yaml")[0]["datasources"]
+    assert datasource["type"] in grafana["environment"]["GF_INSTALL_PLUGINS"].split(",")
+    host, port = datasource["jsonData"]["host"].split(":")
+    assert host in services and int(port) == FLIGHT_PORT
