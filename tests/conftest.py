@@ -80,10 +80,15 @@ def server_process(
     env: dict[str, str] | None = None,
     ready_timeout: float = 30.0,
     output_lines: list[str] | None = None,
+    ready_headers: list[tuple[bytes, bytes]] | None = None,
+    inherit_settings: bool = True,
 ) -> Iterator[tuple[subprocess.Popen[str], int]]:
     """``flightsql-srv serve`` as a subprocess; yields (process, port) once it answers.
 
-    The server's output goes to a temporary file; ``output_lines`` receives it at the end.
+    Args:
+        output_lines: receives the server's output (kept in a temporary file) at the end.
+        ready_headers: call headers for the readiness probe (credentials, when auth is on).
+        inherit_settings: pass this process's ``FLIGHTSQL_SRV_*`` variables on.
     """
     port = free_port()
     cmd = [sys.executable, "-m", "flightsql_srv", "serve", "--port", str(port), *args]
@@ -95,7 +100,14 @@ def server_process(
     proc = subprocess.Popen(
         cmd,
         cwd=ROOT,
-        env={**os.environ, **(env or {})},
+        env={
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if inherit_settings or not k.startswith("FLIGHTSQL_SRV_")
+            },
+            **(env or {}),
+        },
         stdout=log,
         stderr=subprocess.STDOUT,
         text=True,
@@ -112,8 +124,8 @@ def server_process(
                 raise RuntimeError(f"server exited with {proc.returncode}: {output()}")
             try:
                 with flight.connect(f"grpc://127.0.0.1:{port}") as c:
-                    c.wait_for_available(timeout=0.5)
-                    list(c.list_actions())
+                    probe = flight.FlightCallOptions(headers=ready_headers or [], timeout=1.0)
+                    list(c.list_actions(probe))
                 break
             except (flight.FlightError, OSError):
                 if time.monotonic() > deadline:

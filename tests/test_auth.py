@@ -15,7 +15,6 @@ import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -37,7 +36,7 @@ from flightsql_srv.auth.passwords import hash_password, verify_password
 from flightsql_srv.config import ENV_PREFIX, ConfigError, load_settings
 from flightsql_srv.discovery import METADATA_COMMANDS
 from flightsql_srv.protocol import flight_pb2, pack, sql_pb2, unpack_command
-from tests.conftest import ROOT, free_port, running_server
+from tests.conftest import ROOT, free_port, running_server, server_process
 from tests.helpers import (
     assert_flight_error,
     prepared_descriptor,
@@ -766,58 +765,17 @@ def test_adbc_partition_theft_is_permission_denied(uri: str) -> None:
 
 @contextmanager
 def _auth_server_process(config: Path, key: str) -> Iterator[tuple[int, list[str]]]:
-    """``flightsql-srv serve --config`` as a subprocess, ready once ``key`` is accepted.
-
-    (tests.conftest.server_process probes readiness without credentials, which an
-    authenticating server rightly refuses, so it cannot start one.)
-    """
-    port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "flightsql_srv",
-        "serve",
+    """``flightsql-srv serve --config`` as a subprocess, ready once ``key`` is accepted."""
+    output: list[str] = []
+    with server_process(
         "--config",
         str(config),
-        "--port",
-        str(port),
-        "--health-port",
-        str(free_port()),
-        "--metrics-port",
-        "-1",
-    ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
-    output: list[str] = []
-    with tempfile.TemporaryFile(mode="w+") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-        def text() -> str:
-            log.seek(0)
-            return log.read()
-
-        try:
-            deadline = time.monotonic() + RUN_TIMEOUT
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"server exited with {proc.returncode}: {text()}")
-                try:
-                    with flight.connect(f"grpc://127.0.0.1:{port}") as c:
-                        list(c.list_actions(_bearer(key)))
-                    break
-                except (flight.FlightError, OSError):
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"server did not answer: {text()}") from None
-                    time.sleep(0.1)
-            yield port, output
-        finally:
-            if proc.poll() is None:
-                proc.terminate()
-            try:
-                proc.wait(timeout=RUN_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-            output.extend(text().splitlines())
+        output_lines=output,
+        ready_headers=[(b"authorization", f"Bearer {key}".encode())],
+        inherit_settings=False,
+        ready_timeout=RUN_TIMEOUT,
+    ) as (_, port):
+        yield port, output
 
 
 def _config_file(directory: Path, password_hash: str, extra_top: str = "") -> Path:
