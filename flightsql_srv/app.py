@@ -135,6 +135,7 @@ class Service:
             )
         self.user_macros = load_user_macros(settings.macros_dir)
         self.metrics = Metrics()
+        self.metrics.catalog_problems.set(len(self.engine.contexts.problems))
         scheme, tls = _tls_options(settings)
         self.admission = Admission(
             settings.max_concurrent_queries, settings.max_queued_queries, settings.queue_timeout
@@ -189,6 +190,9 @@ class Service:
                     "metrics_port": self.metrics_port,
                     "catalog": str(self.settings.catalog_dir),
                     "tables": sum(len(s.tables) for s in self.engine.schemas),
+                    "tables_left_out": [
+                        f"{p.schema}.{p.table}" for p in self.engine.contexts.problems
+                    ],
                     "user_macros": len(self.user_macros),
                     "auth": self.settings.auth.enabled,
                     "tls": self.settings.tls_cert is not None,

@@ -19,7 +19,7 @@ import pyarrow as pa
 from datafusion import RuntimeEnvBuilder, SessionConfig, SessionContext, col, lit
 from datafusion.catalog import Schema
 
-from flightsql_srv.catalog import SchemaDecl, register_catalog
+from flightsql_srv.catalog import SchemaDecl, prepare_context, register_catalog
 from flightsql_srv.config import Settings
 from flightsql_srv.sessions import DEFAULT_SCHEMA, SessionOptions
 from flightsql_srv.sqltext import quote_name
@@ -37,8 +37,10 @@ class Contexts:
     def __init__(self, settings: Settings, schemas: list[SchemaDecl]) -> None:
         self.catalog_name = settings.catalog_name
         self._settings = settings
+        self._schemas = schemas
         self.base = self._new_context(SessionOptions())
-        register_catalog(self.base, settings.catalog_name, schemas)
+        #: Tables left out because their remote source could not be read at start-up.
+        self.problems = register_catalog(self.base, settings.catalog_name, schemas)
         #: (schema, table) -> time column, for tables read through a range filter.
         self._time_columns = {
             (t.schema, t.name): t.time_column
@@ -115,6 +117,7 @@ class Contexts:
         """A context sharing the base context's tables: whole schemas where nothing is hidden
         or bounded, else per-table providers (time-series tables as range-filtered views)."""
         ctx = self._new_context(options, rows)
+        prepare_context(ctx, self._schemas)  # object stores live in each context's runtime
         base, view = self.base.catalog(self.catalog_name), ctx.catalog(self.catalog_name)
         for name in base.schema_names():
             tables = [t for t in base.schema(name).names() if _allowed(visible, name, t)]

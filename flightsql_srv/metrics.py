@@ -50,6 +50,11 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.catalog_problems = Gauge(
+            "flightsql_catalog_tables_left_out",
+            "Declared tables not served because their source could not be read at start-up.",
+            registry=self.registry,
+        )
         self.health_serving = Gauge(
             "flightsql_health_serving",
             "1 when the health port reports SERVING.",
