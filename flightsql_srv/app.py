@@ -28,6 +28,7 @@ from flightsql_srv.macros import load_user_macros
 from flightsql_srv.metrics import Metrics, MetricsMiddlewareFactory
 from flightsql_srv.server import FlightSqlServer
 from flightsql_srv.tickets import Signer
+from flightsql_srv.watch import DirectoryWatcher
 
 __all__ = ["Service"]
 
@@ -159,7 +160,7 @@ class Service:
         self.health = HealthService(
             settings.host,
             settings.health_port,
-            self.engine.probe,
+            lambda: self.flight.engine.probe(),  # the current engine, after reloads too
             on_change=self.metrics.health_serving.set,
             credentials=None if settings.health_plaintext else _health_credentials(tls),
         )
@@ -170,10 +171,59 @@ class Service:
             self.metrics_port = self.metrics.serve(settings.host, settings.metrics_port)
         self._startup_s = time.monotonic() - started
         self._stopped = False
+        self._reload_lock = threading.Lock()
+        self._watcher = None
+        if settings.reload_interval:
+            self._watcher = DirectoryWatcher(
+                [settings.catalog_dir, settings.macros_dir], settings.reload_interval, self.reload
+            )
+
+    def reload(self) -> bool:
+        """Load the catalog and macro files again and serve them from now on.
+
+        In-flight queries finish on the catalog they started with. A broken file leaves the
+        previous catalog in place; the error is logged and counted.
+
+        Returns:
+            True when the new files are being served.
+        """
+        with self._reload_lock:
+            started = time.monotonic()
+            try:
+                engine = Engine(self.settings, load_catalog(self.settings.catalog_dir))
+                macros = load_user_macros(self.settings.macros_dir)
+                engine.probe()
+            except Exception as exc:  # CatalogError, MacroConfigError, a failing probe...
+                self.metrics.reloads.labels("failed").inc()
+                log.error(
+                    "reload failed: still serving the previous catalog and macros",
+                    extra={"fields": {"error": str(exc)}},
+                )
+                return False
+            self.flight.swap(engine, macros)
+            self.engine, self.user_macros = engine, macros
+            self.metrics.catalog_problems.set(len(engine.contexts.problems))
+            self.metrics.reloads.labels("ok").inc()
+            log.info(
+                "reloaded",
+                extra={
+                    "fields": {
+                        "tables": sum(len(s.tables) for s in engine.schemas),
+                        "user_macros": len(macros),
+                        "tables_left_out": [
+                            f"{p.schema}.{p.table}" for p in engine.contexts.problems
+                        ],
+                        "seconds": round(time.monotonic() - started, 3),
+                    }
+                },
+            )
+            return True
 
     def start(self) -> None:
-        """Start health probing; the Flight port already accepts calls."""
+        """Start health probing and the file watch; the Flight port already accepts calls."""
         self.health.start()
+        if self._watcher is not None:
+            self._watcher.start()
         if not self.settings.auth.enabled and self.settings.allow_unauthenticated:
             log.warning(
                 "authentication is OFF and --allow-unauthenticated is set: anyone who can "
@@ -203,12 +253,17 @@ class Service:
         )
 
     def serve(self) -> bool:
-        """Block until SIGINT or SIGTERM, then drain and stop (a second signal exits at once).
+        """Block until SIGINT or SIGTERM, then drain and stop (a second signal exits at once);
+        SIGHUP reloads the catalog and macros.
 
         Returns:
             True when every in-flight call finished or was cancelled in time.
         """
         stop = threading.Event()
+        reload = threading.Event()
+
+        def on_hangup(signum: int, frame: object) -> None:
+            reload.set()
 
         def on_signal(signum: int, frame: object) -> None:
             if stop.is_set():
@@ -219,9 +274,13 @@ class Service:
 
         # Handlers only set a flag; the previous ones come back once we have stopped.
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hangup)
         try:
             while not stop.wait(0.5):
-                pass
+                if reload.is_set():
+                    reload.clear()
+                    log.info("SIGHUP: reloading the catalog and macros")
+                    self.reload()
             return self.stop()
         finally:
             for signum, handler in previous.items():
@@ -237,6 +296,8 @@ class Service:
         if self._stopped:
             return True
         self._stopped = True
+        if self._watcher is not None:
+            self._watcher.stop()
         self.health.drain()
         self.flight.draining = True
         deadline = time.monotonic() + self.settings.shutdown_grace

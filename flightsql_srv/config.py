@@ -94,6 +94,11 @@ class Settings:
         secret=True,
     )
     ticket_ttl: float = _opt(600.0, "Seconds a ticket from GetFlightInfo stays redeemable.")
+    reload_interval: float = _opt(
+        2.0,
+        "Seconds between checks of the catalog and macro directories for changes, which are "
+        "then loaded without a restart (0: only on SIGHUP).",
+    )
     shutdown_grace: float = _opt(
         25.0,
         "Seconds in-flight calls get to finish after SIGTERM/SIGINT before they are cancelled.",
@@ -162,7 +167,7 @@ class Settings:
         for name in ("max_concurrent_queries",):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"setting '{name}' must be positive")
-        for name in ("query_timeout", "queue_timeout", "max_queued_queries"):
+        for name in ("query_timeout", "queue_timeout", "max_queued_queries", "reload_interval"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"setting '{name}' must be 0 or positive")
         self.memory_limit_bytes  # noqa: B018 - validates the setting

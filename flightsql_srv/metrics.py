@@ -55,6 +55,12 @@ class Metrics:
             "Declared tables not served because their source could not be read at start-up.",
             registry=self.registry,
         )
+        self.reloads = Counter(
+            "flightsql_catalog_reloads",
+            "Catalog and macro reloads, by outcome (ok, or failed: the previous one is kept).",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.health_serving = Gauge(
             "flightsql_health_serving",
             "1 when the health port reports SERVING.",

@@ -89,6 +89,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
             "headers": HeadersMiddlewareFactory(),
         }
         super().__init__(location, middleware=middleware, **kwargs)
+        self._auth = auth
         self.policy = Policy(auth, engine.tables)
         self.grafana_profile = grafana_profile
         self.signer = signer
@@ -105,6 +106,15 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         }
         for command in METADATA_COMMANDS:
             self._info_handlers[command] = self._metadata_info
+
+    def swap(self, engine: Engine, user_macros: Mapping[str, UserMacro]) -> None:
+        """Serve a newly loaded catalog and macros from now on. Queries already planned keep
+        the engine they were planned with; each attribute swap is atomic."""
+        discovery = Discovery(engine, sql_info_values(engine.ctx))
+        policy = Policy(self._auth, engine.tables)
+        self.statements.user_macros = dict(user_macros)
+        self.statements.engine = engine
+        self.discovery, self.policy, self.engine = discovery, policy, engine
 
     # -- helpers -------------------------------------------------------------------------
 
