@@ -11,6 +11,9 @@ key) and its tables under ``[tables.<name>]``. Each table has exactly one of:
 - ``sql``: a view over other tables;
 - ``generator``: a built-in generated dataset (the embedded demo).
 
+A parquet table may declare ``sort_by = ["time", "host desc"]``: the order every file's rows
+are already in (DataFusion trusts it to skip sorts and to prune, so it must be true).
+
 Loading validates everything and fails with the file, table and reason. Registering puts the
 tables into a DataFusion catalog; a remote table that cannot be read at start-up (store
 unreachable, credentials missing, bucket empty) does not stop the server: it is left out and
@@ -29,8 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from datafusion import SessionContext
+from datafusion import SessionContext, col
 from datafusion.catalog import Schema
+from datafusion.expr import SortExpr
 
 from flightsql_srv import delta, demo, stores
 from flightsql_srv.stores import StoreBinding, StoreConfigError, StoreDecl
@@ -83,8 +87,13 @@ _TABLE_KEYS = {
     "partition_columns",
     "options",
     "store",
+    "sort_by",
 }
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: One ``sort_by`` entry: a column name, optionally followed by ``asc`` or ``desc``.
+_SORT_KEY = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)(?:\s+(asc|desc))?\s*$", re.IGNORECASE)
+#: Formats whose register call takes a ``file_sort_order``.
+_SORTABLE_FORMATS = {"parquet"}
 
 
 class CatalogError(Exception):
@@ -127,6 +136,8 @@ class TableDecl:
     options: Mapping[str, Any] = field(default_factory=dict)
     #: The object store of a remote ``source``; None for local files.
     store: StoreBinding | None = None
+    #: The declared order of each file's rows: (column, ascending) pairs.
+    sort_by: tuple[tuple[str, bool], ...] = ()
 
     @property
     def qualified_name(self) -> str:
@@ -248,9 +259,9 @@ def _table(
         known = ", ".join(sorted(demo.GENERATORS))
         raise CatalogError(f"{where}: unknown generator {decl.generator!r} (known: {known})")
     if "source" not in raw:
-        if set(raw) & {"format", "partition_columns", "options", "store"}:
+        if set(raw) & {"format", "partition_columns", "options", "store", "sort_by"}:
             raise CatalogError(
-                f"{where}: format, partition_columns, options and store need a 'source'"
+                f"{where}: format, partition_columns, options, store and sort_by need a 'source'"
             )
         return decl
     fmt = raw.get("format")
@@ -293,8 +304,37 @@ def _with_source(
         partition_columns=_partition_columns(where, fmt, raw.get("partition_columns", {})),
         options=_options(where, fmt, raw.get("options", {})),
         store=binding,
+        sort_by=_sort_by(where, fmt, raw.get("sort_by")),
     )
     return TableDecl(**fields)
+
+
+def _sort_by(where: str, fmt: str, raw: Any) -> tuple[tuple[str, bool], ...]:
+    """``sort_by = ["time", "host desc"]`` as (column, ascending) pairs."""
+    if raw is None:
+        return ()
+    if fmt not in _SORTABLE_FORMATS:
+        raise CatalogError(
+            f"{where}: sort_by is only supported for {', '.join(sorted(_SORTABLE_FORMATS))} "
+            f"sources, not {fmt}"
+        )
+    if not isinstance(raw, list) or not raw or not all(isinstance(k, str) for k in raw):
+        raise CatalogError(
+            f'{where}: sort_by must be a non-empty list of column names like ["time", "host desc"]'
+        )
+    keys: list[tuple[str, bool]] = []
+    for entry in raw:
+        match = _SORT_KEY.match(entry)
+        if match is None:
+            raise CatalogError(
+                f"{where}: sort_by entry {entry!r} must be a column name, optionally followed "
+                "by asc or desc"
+            )
+        column = match.group(1)
+        if any(column == seen for seen, _ in keys):
+            raise CatalogError(f"{where}: sort_by names column '{column}' twice")
+        keys.append((column, (match.group(2) or "asc").lower() == "asc"))
+    return tuple(keys)
 
 
 def _remote_source(source: str, fmt: str) -> str:
@@ -526,6 +566,8 @@ def _register(ctx: SessionContext, table: TableDecl) -> None:
         kwargs: dict[str, Any] = {"file_extension": extension, **table.options}
         if table.partition_columns:
             kwargs["table_partition_cols"] = list(table.partition_columns)
+        if table.sort_by:
+            kwargs["file_sort_order"] = [_sort_exprs(table.sort_by)]
         register: Any = {
             "parquet": ctx.register_parquet,
             "csv": ctx.register_csv,
@@ -538,7 +580,26 @@ def _register(ctx: SessionContext, table: TableDecl) -> None:
         register(name, table.source, **kwargs)
 
 
+def _sort_exprs(keys: tuple[tuple[str, bool], ...]) -> list[SortExpr]:
+    """Nulls sort as DataFusion and Parquet writers put them by default: last ascending,
+    first descending."""
+    return [col(f'"{c}"').sort(ascending=asc, nulls_first=not asc) for c, asc in keys]
+
+
+def _check_sort_by(ctx: SessionContext, table: TableDecl) -> None:
+    if not table.sort_by:
+        return
+    names = ctx.table(table.qualified_name).schema().names
+    missing = [c for c, _ in table.sort_by if c not in names]
+    if missing:
+        raise CatalogError(
+            f"{table.file}: table '{table.name}': sort_by column '{missing[0]}' is not a column "
+            f"(columns: {', '.join(names)})"
+        )
+
+
 def _check_time_column(ctx: SessionContext, table: TableDecl) -> None:
+    _check_sort_by(ctx, table)
     if table.time_column is None:
         return
     schema = ctx.table(table.qualified_name).schema()
