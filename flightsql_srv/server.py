@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import logging
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -24,17 +23,13 @@ from flightsql_srv.execution import Executor
 from flightsql_srv.macros import UserMacro
 from flightsql_srv.protocol import InvalidCommand, sql_pb2, unpack_command
 from flightsql_srv.request import Call, HeadersMiddlewareFactory, RequestInfo
-from flightsql_srv.sessions import (
-    SessionMiddlewareFactory,
-)
+from flightsql_srv.sessions import SessionMiddlewareFactory
 from flightsql_srv.sqlinfo import sql_info_values
 from flightsql_srv.sqltext import quote_name
 from flightsql_srv.statements import Query, Statements
 from flightsql_srv.tickets import TICKET, Signer
 
 __all__ = ["FlightSqlServer"]
-
-log = logging.getLogger("flightsql_srv")
 
 _READ_ONLY = "flightsql-srv is read-only: {what} is not supported; run queries (SELECT) instead"
 #: Flight SQL commands and actions that would write, with how to name them in the error.
@@ -58,6 +53,11 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         signer: signs tickets and handles.
         ticket_ttl: seconds a ticket stays valid.
         executor: runs queries under the server's limits.
+        middleware: extra middleware factories (metrics).
+        user_macros: macros loaded from ``macros/``.
+        grafana_profile: shape every result for Grafana, not only flagged requests.
+        auth: the ``[auth]`` configuration (authentication is on when it configures any).
+        on_auth_failure: called with a reason label for every rejected call.
     """
 
     def __init__(
