@@ -140,6 +140,8 @@ def server_process(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+        text = output()
         if output_lines is not None:
-            output_lines.extend(output().splitlines(keepends=True))
+            output_lines.extend(text.splitlines(keepends=True))
+        print(f"--- server output ---\n{text}")  # pytest shows it when the test fails
         log.close()
