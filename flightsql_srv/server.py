@@ -88,7 +88,6 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
             "session": SessionMiddlewareFactory(signer),
             "headers": HeadersMiddlewareFactory(),
         }
-        super().__init__(location, middleware=middleware, **kwargs)
         self._auth = auth
         self.policy = Policy(auth, engine.tables)
         self.grafana_profile = grafana_profile
@@ -106,6 +105,8 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         }
         for command in METADATA_COMMANDS:
             self._info_handlers[command] = self._metadata_info
+        # Last: pyarrow starts accepting calls here, so every attribute must already exist.
+        super().__init__(location, middleware=middleware, **kwargs)
 
     def swap(self, engine: Engine, user_macros: Mapping[str, UserMacro]) -> None:
         """Serve a newly loaded catalog and macros from now on. Queries already planned keep
