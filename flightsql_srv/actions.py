@@ -102,11 +102,8 @@ class Actions:
 
     def _cancel(self, call: Call, info: flight_pb2.FlightInfo) -> bool:
         """Cancel every query ticket in ``info``; False when none of them is a query."""
-        tickets = [e.ticket.ticket for e in info.endpoint]
-        queries = [t for t in tickets if self.statements.cancellable(t)]
-        for ticket in queries:
-            self.statements.cancel(ticket, call.principal)
-        return bool(queries)
+        cancelled = [self.statements.cancel(e.ticket.ticket, call.principal) for e in info.endpoint]
+        return any(cancelled)
 
     def _cancel_flight_info(self, call: Call, action: flight.Action) -> list[bytes]:
         request = _parse(

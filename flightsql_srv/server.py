@@ -264,16 +264,14 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
             self._accepting()
             call = self._call(context)
             principal = call.principal
-            body = self.statements.signer.verify(TICKET, ticket.ticket, "ticket")
-            if body.get("principal", "") != principal:
-                raise flight.FlightUnauthorizedError("this ticket was issued to another principal")
+            body = self.statements.redeem_ticket(ticket.ticket, principal)
             if body.get("kind") == "metadata":
                 command = unpack_command(base64.b64decode(body["command"]))
                 return _table_stream(self.discovery.table(command, call.visible))
             # GeneratorStream (not RecordBatchStream over a reader) so that a cancel raised
             # between batches reaches the client as CANCELLED rather than UNKNOWN.
             schema, batches = self.statements.execute(
-                ticket.ticket, principal, call.request, call.visible, context.peer()
+                body, principal, call.request, call.visible, context.peer()
             )
             return flight.GeneratorStream(schema, batches)
 

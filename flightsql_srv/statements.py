@@ -191,21 +191,26 @@ class Statements:
         query = self._owned(body, principal, "prepared statement handle")
         return replace(query, options=options, visible=visible)
 
+    def redeem_ticket(self, ticket: bytes, principal: str) -> dict[str, Any]:
+        """The body of a DoGet ticket this service issued to ``principal``."""
+        body = self.signer.verify(TICKET, ticket, "ticket")
+        self._owned(body, principal, "ticket")
+        return body
+
     def execute(
         self,
-        ticket: bytes,
+        body: dict[str, Any],
         principal: str,
         request: RequestInfo,
         visible: Visibility = None,
         peer: str = "",
     ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-        """Run the query behind a DoGet ticket issued to ``principal``, under the server's
+        """Run the query of a redeemed ticket (see :meth:`redeem_ticket`) under the server's
         limits; CancelFlightInfo on the same ticket stops it. DoGet's own headers fill in a
         range, limit or profile the ticket does not carry."""
-        body = self.signer.verify(TICKET, ticket, "ticket")
         if body.get("kind") != "query":
             raise InvalidArgument("this ticket is not a query ticket")
-        query = self._owned(body, principal, "ticket")
+        query = Query.from_body(body)
         query = replace(
             query,
             bounds=query.bounds or request.bounds,
@@ -231,16 +236,16 @@ class Statements:
             record, lambda: self.plan(query), cancelled, lambda: self.running.finish(query_id)
         )
 
-    def cancellable(self, ticket: bytes) -> bool:
-        """True for a query ticket (metadata tickets have nothing to stop)."""
-        return self.signer.verify(TICKET, ticket, "ticket").get("kind") == "query"
-
     def cancel(self, ticket: bytes, principal: str) -> bool:
         """Cancel the query behind a ticket issued to ``principal``: stop it if it runs on
-        this replica (returns True) and refuse any later DoGet of it."""
+        this replica and refuse any later DoGet of it. False for a metadata ticket, which
+        has nothing to stop."""
         body = self.signer.verify(TICKET, ticket, "ticket")
+        if body.get("kind") != "query":
+            return False
         self._owned(body, principal, "ticket")
-        return self.running.cancel(str(body["id"]))
+        self.running.cancel(str(body["id"]))
+        return True
 
     def _owned(self, body: dict[str, Any], principal: str, what: str) -> Query:
         if body.get("principal", "") != principal:
