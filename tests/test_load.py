@@ -1,0 +1,78 @@
+"""The CI-sized load run: ``bench.load`` for 30 s with a few clients, then leak checks.
+
+The full 10-minute soak is ``python -m bench.load --duration 600 --clients 6 --name soak``
+(docs/reliability.md). Here the bounds are loose enough for a shared CI machine and tight
+enough that a real leak (a file descriptor or thread per call, or memory retained per query)
+fails them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.load import LoadConfig, expected_rows, run, slope_per_min
+from bench.server import ROOT
+
+#: After warm-up, fds and threads may wander by a few (connections opening and closing,
+#: pool threads parking) but must not exceed what warm-up reached by more than this.
+FD_SLACK = 6
+THREAD_SLACK = 4
+#: RSS after warm-up: allocator caches make it noisy (±100 MB between 0.5 s samples), so the
+#: slope bound is loose; retaining one 3-day scan result (~3 MB) per query, at the several
+#: scans a second this run makes, would still cross it.
+RSS_SLOPE_MB_PER_MIN = 1200.0
+RSS_ABOVE_WARMUP_PEAK_MB = 300.0
+
+
+@pytest.fixture(scope="module")
+def out_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("load")
+
+
+@pytest.fixture(scope="module")
+def result(out_dir: Path) -> dict[str, Any]:
+    return run(LoadConfig(duration=30, clients=4, out=out_dir, data_dir=ROOT / "bench" / ".data"))
+
+
+def test_expected_rows_matches_the_data_layout() -> None:
+    start, day = 1_735_689_600 * 10**6, 86_400 * 10**6
+    # 1 M rows = 10 000 ticks of 100 series over 30 days: one tick every 259.2 s
+    assert expected_rows(1_000_000, start, start + 3 * day) == 100_100
+    assert expected_rows(1_000_000, start - day, start - 1) == 0
+    assert expected_rows(1_000_000, start + 29 * day, start + 40 * day) == 33_300
+
+
+def test_slope_per_min() -> None:
+    assert slope_per_min([(0, 5), (30, 5), (60, 5)]) == pytest.approx(0)
+    assert slope_per_min([(0, 0), (30, 1), (60, 2)]) == pytest.approx(2)
+
+
+@pytest.mark.timeout(200)
+def test_load_has_no_errors(result: dict[str, Any]) -> None:
+    kinds = result["kinds"]
+    assert result["errors_total"] == 0, {k: v["first_errors"] for k, v in kinds.items()}
+    assert result["hung_clients"] == 0
+    assert result["server_alive_at_end"]
+    for kind, stats in kinds.items():
+        assert stats["ok"] >= 5, f"too few {kind} operations ran: {stats}"
+
+
+def test_resources_stay_flat_after_warmup(result: dict[str, Any]) -> None:
+    res = result["resources"]
+    assert res["steady_samples"] >= 20
+    fds, threads, rss = res["fds"], res["threads"], res["rss_mb"]
+    assert fds["steady_max"] <= fds["warmup_peak"] + FD_SLACK, fds
+    assert fds["end"] <= fds["after_warmup"] + FD_SLACK, fds
+    assert threads["steady_max"] <= threads["warmup_peak"] + THREAD_SLACK, threads
+    assert rss["slope_per_min"] <= RSS_SLOPE_MB_PER_MIN, rss
+    assert rss["steady_max"] <= rss["warmup_peak"] + RSS_ABOVE_WARMUP_PEAK_MB, rss
+
+
+def test_report_files_are_written(result: dict[str, Any], out_dir: Path) -> None:
+    text = (out_dir / "load.md").read_text()
+    assert "| dashboard |" in text and "| rss_mb |" in text and "Errors: **0**" in text
+    assert (out_dir / "load.json").stat().st_size > 0
+    assert (out_dir / "load.png").read_bytes()[:4] == b"\x89PNG"
