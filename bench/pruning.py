@@ -198,9 +198,9 @@ def explain_analyze(
     """The ``EXPLAIN ANALYZE`` text of ``sql`` in the context the engine plans it in (with
     ``bounds``, the one whose time-series tables are range-filtered), and its run time."""
     engine.plan(sql, bounds=bounds)  # the same checks and context as a real query
-    ctx = engine.contexts.scoped(SessionOptions(schema="bench"), 0, bounds, None)
+    ctx, values = engine.contexts.scoped(SessionOptions(schema="bench"), 0, bounds, None)
     started = time.perf_counter()
-    rows = ctx.sql(f"explain analyze {sql}").to_pylist()
+    rows = ctx.sql(f"explain analyze {sql}", param_values=values or None).to_pylist()
     elapsed = time.perf_counter() - started
     return "\n".join(str(r["plan"]) for r in rows), elapsed
 

@@ -2,10 +2,14 @@
 queries plan in.
 
 Tables are registered once, in the base context. A variant (a session's default schema and
-time zone, a batch size, a principal's visible tables, a query's time range) is a new context
-that shares the base context's schema or table providers, so no data or listing is copied.
-Variants without a time range are cached (bounded, least recently used out); ranges rarely
-repeat, so range-scoped ones are built per query.
+time zone, a batch size, a principal's visible tables, whether scans are bounded by a time
+range) is a new context that shares the base context's schema or table providers, so no data
+or listing is copied. Variants are cached (bounded, least recently used out).
+
+In a bounded variant, every table with a ``time_column`` is a view filtering that column
+between two placeholders of its own; a query binds them to its range (see
+:meth:`Contexts.scoped`). Ranges rarely repeat, so binding them as values lets every ranged
+query reuse one context, its plans' providers and its Parquet metadata cache.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
-from datafusion import RuntimeEnvBuilder, SessionConfig, SessionContext, col, lit
+from datafusion import RuntimeEnvBuilder, SessionConfig, SessionContext
 from datafusion.catalog import Schema
 
 from flightsql_srv.catalog import SchemaDecl, prepare_context, register_catalog
@@ -24,11 +28,15 @@ from flightsql_srv.config import Settings
 from flightsql_srv.sessions import DEFAULT_SCHEMA, SessionOptions
 from flightsql_srv.sqltext import quote_name
 
-__all__ = ["Contexts", "Visibility"]
+__all__ = ["Contexts", "Visibility", "RANGE_PLACEHOLDER_PREFIX"]
 
 #: The (schema, table) pairs a caller may read; None means every table.
 Visibility = frozenset[tuple[str, str]] | None
 _MAX_CONTEXTS = 64
+#: Placeholders of bounded views are named ``$__range_<i>_begin``/``_end``; user SQL cannot
+#: clash with them because they are bound only in the views (unknown values are ignored).
+RANGE_PLACEHOLDER_PREFIX = "__range_"
+_Key = tuple[SessionOptions, int, Visibility, bool]
 
 
 class Contexts:
@@ -48,8 +56,15 @@ class Contexts:
             for t in s.tables
             if t.time_column and not t.is_view
         }
-        self._cache: OrderedDict[tuple[SessionOptions, int, Visibility], SessionContext]
-        self._cache = OrderedDict({(SessionOptions(), self.default_rows, None): self.base})
+        #: (schema, table) -> (placeholder number, time column type) of bounded views.
+        served = set(self.tables())  # without the tables left out
+        self._range_slots = {
+            key: (i, self.base.table(_qualified(*key)).schema().field(column).type)
+            for i, (key, column) in enumerate(sorted(self._time_columns.items()))
+            if key in served
+        }
+        self._cache: OrderedDict[_Key, SessionContext]
+        self._cache = OrderedDict({(SessionOptions(), self.default_rows, None, False): self.base})
         self._lock = threading.Lock()
 
     @property
@@ -96,18 +111,23 @@ class Contexts:
         return runtime.with_fair_spill_pool(max(limit // self._settings.max_concurrent_queries, 1))
 
     def get(
-        self, options: SessionOptions, batch_rows: int = 0, visible: Visibility = None
+        self,
+        options: SessionOptions,
+        batch_rows: int = 0,
+        visible: Visibility = None,
+        bounded: bool = False,
     ) -> SessionContext:
         """The session context for ``options`` producing ``batch_rows``-row batches in which
-        only ``visible`` tables exist (all when None); cached, the base context for the
-        defaults."""
-        key = (options, batch_rows or self.default_rows, visible)
+        only ``visible`` tables exist (all when None), time-series tables as range views when
+        ``bounded``; cached, the base context for the defaults."""
+        bounded = bounded and bool(self._range_slots)
+        key = (options, batch_rows or self.default_rows, visible, bounded)
         with self._lock:
             ctx = self._cache.get(key)
             if ctx is not None:
                 self._cache.move_to_end(key)
                 return ctx
-        ctx = self._build_context(options, key[1], visible, None)
+        ctx = self._build_context(options, key[1], visible, bounded)
         with self._lock:
             self._cache[key] = ctx
             while len(self._cache) > _MAX_CONTEXTS:
@@ -120,28 +140,27 @@ class Contexts:
         options: SessionOptions,
         rows: int,
         visible: Visibility,
-        bounds: tuple[datetime, datetime] | None,
+        bounded: bool,
     ) -> SessionContext:
         """A context sharing the base context's tables: whole schemas where nothing is hidden
-        or bounded, else per-table providers (time-series tables as range-filtered views)."""
+        or bounded, else per-table providers (time-series tables as range views)."""
         ctx = self._new_context(options, rows)
         prepare_context(ctx, self._schemas)  # object stores live in each context's runtime
         base, view = self.base.catalog(self.catalog_name), ctx.catalog(self.catalog_name)
         for name in base.schema_names():
             tables = [t for t in base.schema(name).names() if _allowed(visible, name, t)]
-            bounded = bounds is not None and any((name, t) in self._time_columns for t in tables)
+            ranged = bounded and any((name, t) in self._range_slots for t in tables)
             if name in view.schema_names():
                 view.deregister_schema(name)
-            if visible is None and not bounded:
+            if visible is None and not ranged:
                 view.register_schema(name, base.schema(name))
                 continue
             scoped = Schema.memory_schema()
             view.register_schema(name, scoped)
             for table in tables:
-                qualified = f"{quote_name(name)}.{quote_name(table)}"
-                column = self._time_columns.get((name, table))
-                if bounds is not None and column is not None:
-                    scoped.register_table(table, self._bounded(qualified, column, bounds))
+                qualified = _qualified(name, table)
+                if bounded and (name, table) in self._range_slots:
+                    scoped.register_table(table, self._range_view(name, table))
                 else:
                     scoped.register_table(table, self.base.table_provider(qualified))
         return ctx
@@ -162,19 +181,34 @@ class Contexts:
         rows: int,
         bounds: tuple[datetime, datetime] | None,
         visible: Visibility,
-    ) -> SessionContext:
-        """The context to plan in; with ``bounds``, a fresh one whose time-series tables are
-        views filtered to the range (built per query: ranges rarely repeat)."""
-        if bounds is None or not self._time_columns:
-            return self.get(options, rows, visible)
-        return self._build_context(options, rows or self.default_rows, visible, bounds)
+    ) -> tuple[SessionContext, dict[str, pa.Scalar]]:
+        """The context to plan in and the placeholder values that bind its range views to
+        ``bounds`` (none without a range)."""
+        if bounds is None or not self._range_slots:
+            return self.get(options, rows, visible), {}
+        return self.get(options, rows, visible, bounded=True), self.range_values(bounds)
 
-    def _bounded(self, qualified: str, column: str, bounds: tuple[datetime, datetime]) -> Any:
-        frame = self.base.table(qualified)
-        kind = frame.schema().field(column).type
-        start, end = (_timestamp(t, kind) for t in bounds)
-        time = col(quote_name(column))
-        return frame.filter((time >= lit(start)) & (time <= lit(end))).into_view()
+    def range_values(self, bounds: tuple[datetime, datetime]) -> dict[str, pa.Scalar]:
+        """Values for every range view's placeholders, each typed like its time column."""
+        values = {}
+        for i, kind in self._range_slots.values():
+            values[f"{RANGE_PLACEHOLDER_PREFIX}{i}_begin"] = _timestamp(bounds[0], kind)
+            values[f"{RANGE_PLACEHOLDER_PREFIX}{i}_end"] = _timestamp(bounds[1], kind)
+        return values
+
+    def _range_view(self, schema: str, table: str) -> Any:
+        """``schema.table`` filtered to a range bound later (see :meth:`range_values`)."""
+        slot = self._range_slots[(schema, table)][0]
+        time = quote_name(self._time_columns[(schema, table)])
+        placeholder = f"${RANGE_PLACEHOLDER_PREFIX}{slot}"
+        return self.base.sql(
+            f"SELECT * FROM {_qualified(schema, table)} "
+            f"WHERE {time} >= {placeholder}_begin AND {time} <= {placeholder}_end"
+        ).into_view()
+
+
+def _qualified(schema: str, table: str) -> str:
+    return f"{quote_name(schema)}.{quote_name(table)}"
 
 
 def _allowed(visible: Visibility, schema: str, table: str) -> bool:

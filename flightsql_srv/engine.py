@@ -166,17 +166,19 @@ class Engine:
             raise InvalidArgument("the query is empty: send a SQL statement")
         if len(sql.encode()) > MAX_SQL_BYTES:
             raise InvalidArgument(f"the query is longer than {MAX_SQL_BYTES} bytes")
-        values = _param_values(params) if params is not None else None
         options = options or SessionOptions()
-        frame = self._plan_sql(self.contexts.scoped(options, 0, bounds, visible), sql, values)
+        ctx, values = self.contexts.scoped(options, 0, bounds, visible)
+        if params is not None:
+            values = {**values, **_param_values(params)}
+        frame = self._plan_sql(ctx, sql, values or None)
         if not self._settings.batch_size:
             # Batch rows follow the row width, so large scans send few large messages and
-            # wide rows still stay far below gRPC's 4 MiB limit: re-plan when they differ.
+            # wide rows still stay far below gRPC's 4 MiB limit. The batch size is a context
+            # setting: move the finished logical plan to a context with the right one.
             rows = batch_rows_for(frame.schema())
-            if rows != (self._settings.batch_size or 8192):
-                frame = self._plan_sql(
-                    self.contexts.scoped(options, rows, bounds, visible), sql, values
-                )
+            if rows != self.contexts.default_rows:
+                sized = self.contexts.get(options, rows, visible, bounded=bool(bounds))
+                frame = sized.create_dataframe_from_logical_plan(frame.logical_plan())
         if limit is not None:
             frame = frame.limit(limit)
         return Plan(sql, frame, grafana)

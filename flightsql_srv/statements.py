@@ -166,7 +166,10 @@ class Statements:
             return self.handle(query), self.plan(shaped).schema, pa.schema([])
         parameter_schema = self.engine.parameter_schema(shaped.sql)
         try:
-            dataset_schema = self._plan_sql(replace(shaped, params=None)).schema
+            # Without the range: it does not change the schema, and binding its values
+            # while the statement's own placeholders are still unbound would fail.
+            unbound = replace(shaped, params=None, bounds=None)
+            dataset_schema = self._plan_sql(unbound).schema
         except ReadOnlyViolation:
             raise
         except InvalidArgument:
