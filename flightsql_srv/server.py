@@ -115,6 +115,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         policy = Policy(self._auth, engine.tables)
         self.statements.user_macros = dict(user_macros)
         self.statements.engine = engine
+        self.statements.plans.clear()
         self.discovery, self.policy, self.engine = discovery, policy, engine
 
     # -- helpers -------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from flightsql_srv.engine import Engine, Plan, Visibility
 from flightsql_srv.errors import InvalidArgument, ReadOnlyViolation
 from flightsql_srv.execution import Executor
 from flightsql_srv.macros import UserMacro, expand
+from flightsql_srv.plancache import PlanCache
 from flightsql_srv.request import RequestInfo
 from flightsql_srv.running import RunningQueries
 from flightsql_srv.sessions import SessionOptions
@@ -100,6 +101,7 @@ class Statements:
         self.executor = executor
         self.user_macros = dict(user_macros or {})
         self.running = RunningQueries(ticket_ttl)
+        self.plans = PlanCache(ticket_ttl)
 
     def shape(self, query: Query, request: RequestInfo) -> Query:
         """Apply a request's metadata: expand macros with its time range and interval, and
@@ -149,8 +151,11 @@ class Statements:
         """Plan ``query`` as ``request`` shapes it; describe its result with one endpoint and
         a signed ticket that carries the expanded SQL, range, limit and profile."""
         query = self.shape(query, request)
+        engine = self.engine
         plan = self.plan(query)
-        body = {"kind": "query", "id": uuid.uuid4().hex, **query.body()}
+        query_id = uuid.uuid4().hex
+        self.plans.put(query_id, engine, query, plan)
+        body = {"kind": "query", "id": query_id, **query.body()}
         ticket = self.signer.sign(TICKET, body, ttl=self.ticket_ttl)
         endpoint = flight.FlightEndpoint(ticket, [])
         return flight.FlightInfo(plan.schema, descriptor, [endpoint], -1, -1)
@@ -235,9 +240,12 @@ class Statements:
             limit=query.limit,
         )
         cancelled = self.running.start(query_id)
-        return self.executor.run(
-            record, lambda: self.plan(query), cancelled, lambda: self.running.finish(query_id)
-        )
+        engine = self.engine
+
+        def plan() -> Plan:
+            return self.plans.take(query_id, engine, query) or self.plan(query)
+
+        return self.executor.run(record, plan, cancelled, lambda: self.running.finish(query_id))
 
     def cancel(self, ticket: bytes, principal: str) -> bool:
         """Cancel the query behind a ticket issued to ``principal``: stop it if it runs on
