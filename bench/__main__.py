@@ -1,53 +1,67 @@
-"""``python -m bench``: run every scenario once against a fresh server and write the results.
+"""``python -m bench``: every scenario, against every contender, in one bounded run.
 
-The run is bounded: RPCs carry timeouts and a watchdog stops the server (then the process)
-when ``--time-limit`` passes. The server subprocess is terminated on every exit path.
+Our server (subprocess), in-process DataFusion on the same files and roapi (when installed)
+answer the same queries: ``SELECT 1``, a Grafana panel, a dashboard of 8 concurrent panels, a
+full scan with server RSS and time to first batch, throughput with 1-8 clients, and parallel
+fetch when the server supports it. Results go to ``bench/results/latest.{json,md}`` and PNG
+plots beside them. RPCs carry timeouts and a watchdog stops the servers (then the process)
+when ``--time-limit`` passes; the subprocesses are terminated on every exit path.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import pyarrow.flight as flight
-
-from bench import data, report, scenarios
-from bench.server import RssSampler, ServerProcess, running_server
+from bench import data, plots, report, roapi, scenarios, suite
+from bench.server import ServerProcess
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-SCAN_TARGET_RATIO = 0.5
-RSS_TARGET_GROWTH_MB = 150
-RSS_INTERVAL_S = 0.05
-FULL = {"rows": 10_000_000, "repeat": 5, "select1_n": 200, "time_limit": 600.0}
-QUICK = {"rows": 1_000_000, "repeat": 2, "select1_n": 50, "time_limit": 80.0}
+_TUNABLE = ("rows", "select1_n", "panel_n", "dashboard_reps", "scan_repeat", "scaling_s")
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Benchmark flightsql-srv (subprocess on loopback) against in-process "
-        "DataFusion: SELECT 1 latency, full-scan throughput, server RSS.",
+        description="Benchmark flightsql-srv against in-process DataFusion and roapi on "
+        "loopback: SELECT 1, a Grafana panel, a dashboard, full scan, scaling, parallel fetch.",
     )
-    p.add_argument("--rows", type=int, help=f"rows to generate (default {FULL['rows']:_})")
-    p.add_argument("--repeat", type=int, help=f"full-scan repetitions (default {FULL['repeat']})")
+    full, quick = suite.FULL, suite.QUICK
+    p.add_argument("--rows", type=int, help=f"rows to generate (default {full.rows:_})")
+    p.add_argument("--select1-n", type=int, help=f"SELECT 1 round trips (default {full.select1_n})")
     p.add_argument(
-        "--select1-n", type=int, help=f"SELECT 1 round trips (default {FULL['select1_n']})"
+        "--panel-n", type=int, help=f"panel queries per variant (default {full.panel_n})"
+    )
+    p.add_argument(
+        "--dashboard-reps", type=int, help=f"dashboard repetitions (default {full.dashboard_reps})"
+    )
+    p.add_argument(
+        "--scan-repeat", type=int, help=f"full-scan repetitions (default {full.scan_repeat})"
+    )
+    p.add_argument(
+        "--scaling-s", type=float, help=f"seconds per concurrency level (default {full.scaling_s})"
     )
     p.add_argument(
         "--quick",
         action="store_true",
-        help=f"CI smoke run: {QUICK['rows']:_} rows, {QUICK['repeat']} repetitions, "
-        f"{QUICK['select1_n']} SELECT 1 (explicit flags still win)",
+        help=f"CI smoke run: {quick.rows:_} rows and few repetitions (explicit flags still win)",
     )
+    p.add_argument(
+        "--roapi",
+        metavar="PATH",
+        help="roapi executable (default: beside this Python, else on PATH)",
+    )
+    p.add_argument("--no-roapi", action="store_true", help="leave roapi out even if installed")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument(
         "--out", type=Path, default=RESULTS_DIR, help="directory for latest.json / latest.md"
     )
@@ -55,17 +69,16 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--time-limit",
         type=float,
-        help=f"seconds before the run is aborted (default {FULL['time_limit']:.0f}, "
-        f"quick {QUICK['time_limit']:.0f})",
+        help=f"seconds before the run is aborted (default {full.time_limit:.0f}, "
+        f"quick {quick.time_limit:.0f})",
     )
     args = p.parse_args(argv)
-    defaults = QUICK if args.quick else FULL
-    for name, default in defaults.items():
+    defaults = quick if args.quick else full
+    for name in (*_TUNABLE, "time_limit"):
         if getattr(args, name) is None:
-            setattr(args, name, default)
-    for name in ("rows", "repeat", "select1_n"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be at least 1")
+            setattr(args, name, getattr(defaults, name))
+        elif name != "time_limit" and getattr(args, name) <= 0:
+            p.error(f"--{name.replace('_', '-')} must be positive")
     return args
 
 
@@ -74,12 +87,12 @@ def _log(message: str) -> None:
 
 
 class Watchdog:
-    """Stops the server when the time limit passes, and the whole process 30 s later."""
+    """Stops the servers when the time limit passes, and the whole process 30 s later."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self.expired = threading.Event()
-        self._server: ServerProcess | None = None
+        self._servers: list[ServerProcess] = []
         self._timers = [
             threading.Timer(max(seconds, 0.0), self._expire),
             threading.Timer(max(seconds, 0.0) + 30.0, self._hard_exit),
@@ -89,20 +102,20 @@ class Watchdog:
             timer.start()
 
     def watch(self, server: ServerProcess) -> None:
-        self._server = server
+        self._servers.append(server)
         if self.expired.is_set():
             server.stop()
 
     def _expire(self) -> None:
         self.expired.set()
-        _log(f"time limit of {self.seconds:.0f} s exceeded: stopping the server")
-        if self._server is not None:
-            self._server.stop()
+        _log(f"time limit of {self.seconds:.0f} s exceeded: stopping the servers")
+        for server in self._servers:
+            server.stop()
 
     def _hard_exit(self) -> None:
         _log("still running 30 s after the time limit: exiting")
-        if self._server is not None:
-            self._server.proc.kill()
+        for server in self._servers:
+            server.proc.kill()
         os._exit(3)
 
     def cancel(self) -> None:
@@ -110,115 +123,34 @@ class Watchdog:
             timer.cancel()
 
 
-def _rss_run(client: str, rep: int, sampler: RssSampler) -> dict[str, Any]:
-    """Server RSS at start, peak and end of one scan (MB)."""
-    mb = report.MB
-    return {
-        "client": client,
-        "repetition": rep,
-        "start_mb": sampler.samples[0] / mb,
-        "peak_mb": sampler.peak / mb,
-        "end_mb": sampler.samples[-1] / mb,
-        "samples": len(sampler.samples),
-    }
-
-
-def _scan_summary(runs: list[scenarios.ScanRun]) -> dict[str, Any]:
-    best = min(runs, key=lambda run: run.seconds)
-    return {**best.as_dict(), "runs": [run.as_dict() for run in runs]}
-
-
 def _run(args: argparse.Namespace, watchdog: Watchdog) -> dict[str, Any]:
     started = time.perf_counter()
-    _log(f"dataset: {args.rows:,} rows")
-    dataset = data.ensure_dataset(args.rows, args.data_dir)
-    if dataset.generated:
-        _log(f"generated {dataset.path.name} in {dataset.generation_s:.1f} s")
-    with running_server(dataset.path) as server:
-        watchdog.watch(server)
-        _log(f"server pid {server.pid} on {server.uri}")
-        with scenarios.connect_adbc(server.uri) as conn, flight.connect(server.uri) as client:
-            _log(f"select1: {args.select1_n} round trips, server then in-process")
-            s1_server = scenarios.select1_server(conn, args.select1_n)
-            s1_local = scenarios.select1_inprocess(args.select1_n)
-
-            baseline = RssSampler(server.pid).rss()
-            runs: dict[str, list[scenarios.ScanRun]] = {
-                "server_adbc": [],
-                "server_flight": [],
-                "inprocess": [],
-            }
-            rss_runs: list[dict[str, Any]] = []
-            server_scans: dict[str, Callable[[], scenarios.ScanRun]] = {
-                "server_adbc": lambda: scenarios.scan_adbc(conn),
-                "server_flight": lambda: scenarios.scan_flight(client),
-            }
-            for rep in range(1, args.repeat + 1):
-                _log(f"full_scan repetition {rep}/{args.repeat}")
-                for key, scan_once in server_scans.items():
-                    with RssSampler(server.pid, interval=RSS_INTERVAL_S) as sampler:
-                        runs[key].append(scan_once())
-                    rss_runs.append(_rss_run(key, rep, sampler))
-                runs["inprocess"].append(scenarios.scan_inprocess(dataset.path))
-            after = RssSampler(server.pid).rss()
-    scan: dict[str, Any] = {key: _scan_summary(value) for key, value in runs.items()}
-    local_rate = scan["inprocess"]["rows_per_s"]
-    scan.update(
-        repeat=args.repeat,
-        sql=scenarios.SCAN_SQL,
-        ratio_adbc=scan["server_adbc"]["rows_per_s"] / local_rate,
-        ratio_flight=scan["server_flight"]["rows_per_s"] / local_rate,
-        ratio_adbc_mb=scan["server_adbc"]["mb_per_s"] / scan["inprocess"]["mb_per_s"],
-        target_ratio=SCAN_TARGET_RATIO,
-        rows_match=all(run.rows == dataset.rows for value in runs.values() for run in value),
+    load_start = os.getloadavg()
+    params = dataclasses.replace(
+        suite.FULL, time_limit=args.time_limit, **{name: getattr(args, name) for name in _TUNABLE}
     )
-    mb = report.MB
-    peak = max([baseline] + [int(run["peak_mb"] * mb) for run in rss_runs])
+    binary = None if args.no_roapi else roapi.find_binary(args.roapi)
+    measured = suite.run(params, args.data_dir, binary, watchdog.watch)
     return {
-        "schema_version": 1,
+        "schema_version": 2,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "quick": args.quick,
         "config": {
             "command": " ".join(["python -m bench", *sys.argv[1:]]).strip(),
-            "rows": args.rows,
-            "repeat": args.repeat,
-            "select1_n": args.select1_n,
-            "select1_warmup": scenarios.WARMUP,
-            "rss_interval_s": RSS_INTERVAL_S,
-            "time_limit_s": args.time_limit,
+            **dataclasses.asdict(params),
+            "warmup_rounds": scenarios.WARMUP,
+            "rss_interval_s": suite.RSS_INTERVAL_S,
+            "roapi_requested": not args.no_roapi,
+            "load_average_start": load_start,
         },
-        "machine": report.machine_info(),
-        "data": {
-            "path": str(dataset.path),
-            "rows": dataset.rows,
-            "bytes_on_disk": dataset.bytes_on_disk,
-            "row_groups": dataset.row_groups,
-            "generated": dataset.generated,
-            "generation_s": dataset.generation_s,
-        },
-        "select1": {
-            "n": args.select1_n,
-            "server": vars(s1_server),
-            "inprocess": vars(s1_local),
-            "ratio_p50": s1_server.p50_ms / s1_local.p50_ms,
-        },
-        "full_scan": scan,
-        "server_rss": {
-            "baseline_mb": baseline / mb,
-            "peak_mb": peak / mb,
-            "growth_mb": (peak - baseline) / mb,
-            "first_scan_growth_mb": rss_runs[0]["peak_mb"] - baseline / mb,
-            "after_mb": after / mb,
-            "samples": sum(run["samples"] for run in rss_runs),
-            "target_growth_mb": RSS_TARGET_GROWTH_MB,
-            "runs": rss_runs,
-        },
+        **measured,
+        "load_average_end": os.getloadavg(),
         "runtime_s": time.perf_counter() - started,
     }
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)  # unwinds, so the server is terminated
+    raise SystemExit(128 + signum)  # unwinds, so the servers are terminated
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,13 +166,15 @@ def main(argv: list[str] | None = None) -> int:
         raise
     finally:
         watchdog.cancel()
-    print(report.render_table(results))
+    if not args.no_plots:
+        results["plots"] = plots.write_plots(results, args.out)
+    print(report.render_targets(results))
     json_path, md_path = report.write_results(results, args.out)
     _log(f"wrote {json_path} and {md_path} (run took {results['runtime_s']:.1f} s)")
-    if not results["full_scan"]["rows_match"]:
-        _log("row counts differ between server, in-process and generated data")
-        return 1
-    return 0
+    problems = report.problems(results)
+    for problem in problems:
+        _log(problem)
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":

@@ -3,20 +3,37 @@
 Row ``i`` is tick ``i // 100`` of series ``i % 100`` (20 hosts x 5 metrics), so the file is
 sorted by time; values are a daily cycle plus seeded noise. Generation streams row groups of
 about one million rows, so memory stays low and 10 M rows take a few seconds.
+
+:func:`ensure_days` splits that same file into a day-partitioned directory
+(``day=YYYY-MM-DD/part-0.parquet``, sorted by time, smaller row groups with a page index), so
+both layouts hold exactly the same rows and every query must give the same answer on either.
+(``bench/pruning.py`` writes a different, three-column series of its own.)
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-__all__ = ["DATA_DIR", "HOSTS", "METRICS", "SCHEMA", "Dataset", "ensure_dataset", "generate"]
+__all__ = [
+    "DATA_DIR",
+    "HOSTS",
+    "METRICS",
+    "SCHEMA",
+    "Dataset",
+    "ensure_dataset",
+    "ensure_days",
+    "generate",
+    "split_by_day",
+]
 
 DATA_DIR = Path(__file__).resolve().parent / ".data"
 HOSTS = tuple(f"host-{i:02d}" for i in range(20))
@@ -30,12 +47,16 @@ SCHEMA = pa.schema(
     ]
 )
 ROW_GROUP_ROWS = 1_000_000
+#: Row groups of the day files: small enough that a 6 h window skips most of a day's file.
+DAY_ROW_GROUP_ROWS = 64 * 1024
+DAY_US = 86_400_000_000
 SPAN_US = 30 * 86_400 * 1_000_000
 START_US = 1_735_689_600 * 1_000_000  # 2025-01-01T00:00:00Z
 _SERIES = len(HOSTS) * len(METRICS)
 _BASE = np.array([40.0, 60.0, 120.0, 500.0, 300.0])  # per metric
 _AMPLITUDE = np.array([20.0, 10.0, 80.0, 300.0, 200.0])
 _FORMAT_VERSION = 1  # bump when the generated content changes
+_DONE = "_COMPLETE"  # written last: a directory without it is an interrupted split
 
 
 @dataclass(frozen=True)
@@ -113,3 +134,52 @@ def ensure_dataset(rows: int, data_dir: Path = DATA_DIR, seed: int = 42) -> Data
         generated=generated,
         generation_s=time.perf_counter() - started if generated else 0.0,
     )
+
+
+def split_by_day(source: Path, root: Path) -> int:
+    """Write the rows of ``source`` (sorted by time) to ``root/day=YYYY-MM-DD/part-0.parquet``,
+    streaming batch by batch with one writer open at a time; returns the number of files."""
+    writer: pq.ParquetWriter | None = None
+    current_day = -1
+    files = 0
+    try:
+        for batch in pq.ParquetFile(source).iter_batches(batch_size=DAY_ROW_GROUP_ROWS):
+            days = pc.divide(batch.column("time").cast(pa.int64()), DAY_US).to_numpy()
+            for day in np.unique(days):
+                if day != current_day:
+                    if writer is not None:
+                        writer.close()
+                    stamp = time.strftime("%Y-%m-%d", time.gmtime(int(day) * 86_400))
+                    directory = root / f"day={stamp}"
+                    directory.mkdir(parents=True, exist_ok=True)
+                    writer = pq.ParquetWriter(
+                        directory / "part-0.parquet",
+                        SCHEMA,
+                        compression="snappy",
+                        write_page_index=True,
+                    )
+                    current_day, files = int(day), files + 1
+                assert writer is not None
+                writer.write_batch(batch.filter(days == day), row_group_size=DAY_ROW_GROUP_ROWS)
+    finally:
+        if writer is not None:
+            writer.close()
+    return files
+
+
+def ensure_days(dataset: Dataset) -> Path:
+    """The cached day-partitioned copy of ``dataset`` (split into a temporary directory that
+    is renamed into place, so an interrupted split is never used)."""
+    root = dataset.path.with_name(dataset.path.stem + "_days")
+    if (root / _DONE).exists():
+        return root
+    tmp = root.with_name(f"{root.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        split_by_day(dataset.path, tmp)
+        (tmp / _DONE).write_text("")
+        shutil.rmtree(root, ignore_errors=True)
+        os.replace(tmp, root)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root

@@ -1,47 +1,43 @@
-"""The measured scenarios: ``SELECT 1`` latency and full-scan throughput.
+"""Single-client measurements: round-trip latency (interleaved) and streamed scans.
 
-Every server measurement has an in-process DataFusion twin doing the same work without the
-network, so results are reported as ratios as well as absolute numbers.
+Latencies of several contenders are taken round-robin, one call each in turn, so a burst of
+load from elsewhere on the machine hits them all alike and their ratio stays meaningful.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
-import adbc_driver_flightsql
-import adbc_driver_flightsql.dbapi as adbc
 import pyarrow as pa
 import pyarrow.flight as flight
-from datafusion import SessionContext
+
+from bench.contenders import RPC_TIMEOUT, Session
 
 __all__ = [
-    "SCAN_SQL",
+    "WARMUP",
     "ScanRun",
     "LatencyStats",
     "latency_stats",
-    "connect_adbc",
-    "select1_server",
-    "select1_inprocess",
-    "scan_adbc",
+    "interleaved_latency",
+    "scan",
     "scan_flight",
-    "scan_inprocess",
+    "flight_info",
+    "flight_query",
     "statement_descriptor",
 ]
 
-SCAN_SQL = "SELECT * FROM bench.points"
-#: Per-RPC timeouts (seconds): a stuck server fails the run instead of hanging it.
-RPC_TIMEOUT = 120.0
 WARMUP = 5
+#: Fewest samples a budgeted latency gets, however slow the call.
+MIN_SAMPLES = 3
 
 
 @dataclass(frozen=True)
 class ScanRun:
-    """One streamed full scan: rows and Arrow bytes seen, total and first-batch time."""
+    """One streamed result: rows and Arrow bytes seen, total and first-batch time."""
 
     rows: int
     bytes: int
@@ -92,55 +88,42 @@ def latency_stats(seconds: list[float]) -> LatencyStats:
     )
 
 
-def _timed(call: Callable[[], object], n: int) -> list[float]:
-    for _ in range(WARMUP):
-        call()
-    durations = []
-    for _ in range(n):
-        started = time.perf_counter()
-        call()
-        durations.append(time.perf_counter() - started)
-    return durations
+def _samples(n: int, budget_s: float | None, seconds_per_call: float) -> int:
+    """How many of the ``n`` rounds a call joins: all, unless that would exceed its budget."""
+    if budget_s is None or seconds_per_call <= 0:
+        return n
+    return max(min(n, int(budget_s / seconds_per_call)), min(n, MIN_SAMPLES))
 
 
-def connect_adbc(uri: str) -> Any:
-    """An ADBC DB-API connection with autocommit (no warning) and bounded RPCs."""
-    opts = adbc_driver_flightsql.DatabaseOptions
-    timeout = str(RPC_TIMEOUT)
-    return adbc.connect(
-        uri,
-        db_kwargs={
-            opts.TIMEOUT_FETCH.value: timeout,
-            opts.TIMEOUT_QUERY.value: timeout,
-            opts.TIMEOUT_UPDATE.value: timeout,
-        },
-        autocommit=True,
-    )
+def interleaved_latency(
+    calls: Mapping[str, Callable[[], object]],
+    n: int,
+    warmup: int = WARMUP,
+    budget_s: float | None = None,
+) -> dict[str, LatencyStats]:
+    """Time up to ``n`` calls of each entry of ``calls``, round-robin, after ``warmup`` rounds.
 
-
-def select1_server(conn: Any, n: int) -> LatencyStats:
-    """``n`` sequential ``SELECT 1`` round trips on one ADBC connection."""
-    with conn.cursor() as cur:
-
-        def call() -> None:
-            cur.execute("SELECT 1")
-            table = cur.fetch_arrow_table()
-            if table.num_rows != 1:
-                raise RuntimeError(f"SELECT 1 returned {table.num_rows} rows")
-
-        return latency_stats(_timed(call, n))
-
-
-def select1_inprocess(n: int) -> LatencyStats:
-    """The same ``n`` queries planned and run by an in-process DataFusion context."""
-    ctx = SessionContext()
-
-    def call() -> None:
-        table = ctx.sql("select 1").to_arrow_table()
-        if table.num_rows != 1:
-            raise RuntimeError(f"select 1 returned {table.num_rows} rows")
-
-    return latency_stats(_timed(call, n))
+    With ``budget_s``, a slow call (judged by its last warm-up) is sampled in fewer rounds,
+    spread evenly over the ``n``, so that it still sees the same stretch of machine time as
+    the fast ones without making the run unbounded.
+    """
+    last: dict[str, float] = {}
+    for _ in range(warmup):
+        for name, call in calls.items():
+            started = time.perf_counter()
+            call()
+            last[name] = time.perf_counter() - started
+    quota = {name: _samples(n, budget_s, last.get(name, 0.0)) for name in calls}
+    durations: dict[str, list[float]] = {name: [] for name in calls}
+    for k in range(n):
+        for name, call in calls.items():
+            # Round k is one of this call's rounds when the evenly spaced count advances.
+            if (k + 1) * quota[name] // n == k * quota[name] // n:
+                continue
+            started = time.perf_counter()
+            call()
+            durations[name].append(time.perf_counter() - started)
+    return {name: latency_stats(values) for name, values in durations.items()}
 
 
 def _drain(started: float, batches: Iterable[pa.RecordBatch]) -> ScanRun:
@@ -158,13 +141,10 @@ def _drain(started: float, batches: Iterable[pa.RecordBatch]) -> ScanRun:
     return ScanRun(rows, nbytes, count, seconds, ttfb if count else seconds)
 
 
-def scan_adbc(conn: Any, sql: str = SCAN_SQL) -> ScanRun:
-    """Full scan via ADBC: ``execute`` then the ``fetch_record_batch`` stream."""
-    with conn.cursor() as cur:
-        started = time.perf_counter()
-        cur.execute(sql)
-        reader = cur.fetch_record_batch()
-        return _drain(started, reader)
+def scan(session: Session, sql: str) -> ScanRun:
+    """Stream ``sql``'s result through ``session``, timing from the request."""
+    started = time.perf_counter()
+    return _drain(started, session.batches(sql))
 
 
 def _varint(value: int) -> bytes:
@@ -187,12 +167,24 @@ def statement_descriptor(sql: str) -> flight.FlightDescriptor:
     return flight.FlightDescriptor.for_command(wrapped)
 
 
+def _options(headers: Mapping[str, str] | None) -> flight.FlightCallOptions:
+    pairs = [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    return flight.FlightCallOptions(timeout=RPC_TIMEOUT, headers=pairs)
+
+
+def flight_info(
+    client: flight.FlightClient, sql: str, headers: Mapping[str, str] | None = None
+) -> flight.FlightInfo:
+    """GetFlightInfo for ``sql`` (with ``headers``)."""
+    return client.get_flight_info(statement_descriptor(sql), _options(headers))
+
+
 def _flight_batches(
-    client: flight.FlightClient, sql: str, options: flight.FlightCallOptions
+    client: flight.FlightClient, sql: str, headers: Mapping[str, str] | None
 ) -> Iterable[pa.RecordBatch]:
-    info = client.get_flight_info(statement_descriptor(sql), options)
+    info = flight_info(client, sql, headers)
     for endpoint in info.endpoints:
-        reader = client.do_get(endpoint.ticket, options)
+        reader = client.do_get(endpoint.ticket, _options(headers))
         while True:
             try:
                 chunk = reader.read_chunk()
@@ -202,17 +194,12 @@ def _flight_batches(
                 yield chunk.data
 
 
-def scan_flight(client: flight.FlightClient, sql: str = SCAN_SQL) -> ScanRun:
-    """Full scan via raw pyarrow.flight: GetFlightInfo, then DoGet per endpoint."""
-    options = flight.FlightCallOptions(timeout=RPC_TIMEOUT)
-    started = time.perf_counter()
-    return _drain(started, _flight_batches(client, sql, options))
+def flight_query(client: flight.FlightClient, sql: str) -> int:
+    """Raw pyarrow.flight: GetFlightInfo, then DoGet of every endpoint; returns the row count."""
+    return sum(batch.num_rows for batch in _flight_batches(client, sql, None))
 
 
-def scan_inprocess(parquet: Path) -> ScanRun:
-    """The same scan on an in-process DataFusion context over the same Parquet file."""
-    ctx = SessionContext()
-    ctx.register_parquet("points", str(parquet))
+def scan_flight(client: flight.FlightClient, sql: str) -> ScanRun:
+    """Stream ``sql`` via raw pyarrow.flight (endpoints one after the other)."""
     started = time.perf_counter()
-    reader = pa.RecordBatchReader.from_stream(ctx.sql("select * from points"))
-    return _drain(started, reader)
+    return _drain(started, _flight_batches(client, sql, None))

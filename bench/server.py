@@ -1,8 +1,10 @@
-"""The server under test as a subprocess on loopback, plus an RSS sampler for it.
+"""The servers under test as subprocesses on loopback, plus an RSS sampler for them.
 
-:func:`running_server` writes a temporary catalog declaring the benchmark file as
-``bench.points``, starts ``python -m flightsql_srv serve`` on free ports, waits (bounded) until
-it answers and always terminates it, even when the benchmark fails or is interrupted.
+:func:`running_server` writes a temporary catalog declaring the benchmark data as
+``bench.points`` (one file) and ``bench.points_days`` (the day-partitioned directory), starts
+``python -m flightsql_srv serve`` on free ports, and :func:`supervised` (shared with
+:mod:`bench.roapi`) waits, bounded, until it answers and always terminates it, even when the
+benchmark fails or is interrupted.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,15 @@ from pathlib import Path
 import psutil
 import pyarrow.flight as flight
 
-__all__ = ["ROOT", "ServerProcess", "RssSampler", "running_server", "free_ports"]
+__all__ = [
+    "ROOT",
+    "ServerProcess",
+    "RssSampler",
+    "running_server",
+    "supervised",
+    "free_ports",
+    "toml_string",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 TICKET_SECRET = "bench-secret"
@@ -30,11 +40,12 @@ TICKET_SECRET = "bench-secret"
 
 @dataclass
 class ServerProcess:
-    """A started server: its process, Flight SQL URI and log file."""
+    """A started server: its process, Flight SQL URI, log file and a name for messages."""
 
     proc: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    name: str = "server"
 
     @property
     def uri(self) -> str:
@@ -74,47 +85,99 @@ def free_ports(count: int) -> list[int]:
         return ports
 
 
-def _write_catalog(directory: Path, parquet: Path) -> None:
-    source = parquet.resolve().as_posix().replace("\\", "\\\\").replace('"', '\\"')
+def toml_string(text: str) -> str:
+    """``text`` as a TOML basic string."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def _write_catalog(directory: Path, parquet: Path, days: Path) -> None:
+    # time_column bounds Grafana-style requests to their range; sort_by is true of both layouts
+    # (the generator writes in time order), so DataFusion may skip sorts.
+    tables = []
+    for name, source, what in (
+        ("points", toml_string(parquet.resolve().as_posix()), "one file"),
+        ("points_days", toml_string(days.resolve().as_posix() + "/"), "one file per day"),
+    ):
+        tables.append(
+            f"[tables.{name}]\n"
+            f"source = {source}\n"
+            'format = "parquet"\n'
+            'time_column = "time"\n'
+            'sort_by = ["time"]\n'
+            f'description = "30 days, 20 hosts x 5 metrics, {what}"\n'
+        )
     (directory / "bench.toml").write_text(
-        'description = "flightsql-srv benchmark data"\n\n'
-        "[tables.points]\n"
-        f'source = "{source}"\n'
-        'format = "parquet"\n'
-        'time_column = "time"\n'
-        'description = "30 days, 20 hosts x 5 metrics"\n',
-        encoding="utf-8",
+        'description = "flightsql-srv benchmark data"\n\n' + "\n".join(tables), encoding="utf-8"
     )
 
 
-def _wait_ready(server: ServerProcess, timeout: float) -> None:
+def flight_probe(server: ServerProcess) -> None:
+    """Raises unless the server answers a Flight ListActions."""
+    with flight.connect(server.uri) as client:
+        client.wait_for_available(timeout=0.5)
+        list(client.list_actions())
+
+
+def _wait_ready(
+    server: ServerProcess, timeout: float, probe: Callable[[ServerProcess], None]
+) -> None:
     deadline = time.monotonic() + timeout
     while True:
         if server.proc.poll() is not None:
             raise RuntimeError(
-                f"server exited with code {server.proc.returncode} before answering:\n"
+                f"{server.name} exited with code {server.proc.returncode} before answering:\n"
                 + server.log_tail()
             )
         try:
-            with flight.connect(server.uri) as client:
-                client.wait_for_available(timeout=0.5)
-                list(client.list_actions())
+            probe(server)
             return
-        except (flight.FlightError, OSError):
+        except Exception:  # any failure of the probe means "not yet"
             if time.monotonic() > deadline:
                 raise TimeoutError(
-                    f"server did not answer within {timeout:.0f} s:\n" + server.log_tail()
+                    f"{server.name} did not answer within {timeout:.0f} s:\n" + server.log_tail()
                 ) from None
             time.sleep(0.1)
 
 
 @contextmanager
-def running_server(parquet: Path, ready_timeout: float = 60.0) -> Iterator[ServerProcess]:
-    """Serve ``parquet`` as ``bench.points``; yields once the server answers."""
+def supervised(
+    name: str,
+    cmd: list[str],
+    port: int,
+    workdir: Path,
+    probe: Callable[[ServerProcess], None],
+    ready_timeout: float = 60.0,
+) -> Iterator[ServerProcess]:
+    """Start ``cmd`` (output to ``workdir/<name>.log``), yield once ``probe`` passes, and
+    always stop it on the way out."""
+    log_path = workdir / f"{name}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=os.environ.copy(),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    server = ServerProcess(proc, port, log_path, name)
+    try:
+        _wait_ready(server, ready_timeout, probe)
+        yield server
+    finally:
+        server.stop()
+
+
+@contextmanager
+def running_server(
+    parquet: Path, days: Path, ready_timeout: float = 60.0
+) -> Iterator[ServerProcess]:
+    """Serve ``parquet`` as ``bench.points`` and ``days`` as ``bench.points_days``."""
     with tempfile.TemporaryDirectory(prefix="flightsql-bench-") as tmp:
         catalog = Path(tmp) / "catalog"
         catalog.mkdir()
-        _write_catalog(catalog, parquet)
+        _write_catalog(catalog, parquet, days)
         port, health_port = free_ports(2)
         cmd = [
             sys.executable,
@@ -134,22 +197,10 @@ def running_server(parquet: Path, ready_timeout: float = 60.0) -> Iterator[Serve
             "--log-level",
             "warning",
         ]
-        log_path = Path(tmp) / "server.log"
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                cmd,
-                cwd=ROOT,
-                env=os.environ.copy(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        server = ServerProcess(proc, port, log_path)
-        try:
-            _wait_ready(server, ready_timeout)
+        with supervised(
+            "flightsql-srv", cmd, port, Path(tmp), flight_probe, ready_timeout
+        ) as server:
             yield server
-        finally:
-            server.stop()
 
 
 class RssSampler:
