@@ -7,12 +7,15 @@ run) and every file of its corpus directory is replayed, so a saved crash stays 
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from flightsql_srv.engine import MAX_SQL_BYTES
+from flightsql_srv.macros import MacroContext, MacroError, TimeRange, expand
 from flightsql_srv.protocol import flight_pb2
 from flightsql_srv.sessions import SessionOptions, apply_options
 from tests.fuzz.targets import TARGETS
@@ -60,3 +63,19 @@ def test_overlong_timezone_is_an_invalid_value() -> None:
     request.session_options["timezone"].string_value = "Europe/" + "x" * 300
     _, errors = apply_options(SessionOptions(), request, "flightsql", {"demo"})
     assert errors == {"timezone": flight_pb2.SetSessionOptionsResult.INVALID_VALUE}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="server bug: macros/engine.py expands macro arguments with no size budget; "
+    "nested $__timeFilter( doubles the text per level, so 411 bytes of SQL expand to 862 MB "
+    "(tests/fuzz/crashes/macros-nested-timefilter-oom; 2.2 GB RSS, 8 s)",
+)
+def test_macro_expansion_beyond_the_query_size_limit_is_refused() -> None:
+    """16 levels expand to ~3 MB; the expander should stop at MAX_SQL_BYTES with MacroError."""
+    sql = "select " + "$__timeFilter(" * 16 + "time" + ")" * 16
+    now = datetime(2024, 5, 1, tzinfo=UTC)
+    context = MacroContext(range=TimeRange(now - timedelta(hours=1), now), now=now)
+    with pytest.raises(MacroError):
+        expanded = expand(sql, context)
+        assert len(expanded.encode()) <= MAX_SQL_BYTES, len(expanded)
