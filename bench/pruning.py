@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 
 from flightsql_srv.catalog import load_catalog
 from flightsql_srv.config import Settings
+from flightsql_srv.contexts import Variant
 from flightsql_srv.engine import Engine
 from flightsql_srv.sessions import SessionOptions
 
@@ -198,7 +199,7 @@ def explain_analyze(
     """The ``EXPLAIN ANALYZE`` text of ``sql`` in the context the engine plans it in (with
     ``bounds``, the one whose time-series tables are range-filtered), and its run time."""
     engine.plan(sql, bounds=bounds)  # the same checks and context as a real query
-    ctx, values = engine.contexts.scoped(SessionOptions(schema="bench"), 0, bounds, None)
+    ctx, values = engine.contexts.scoped(Variant(SessionOptions(schema="bench")), bounds)
     started = time.perf_counter()
     rows = ctx.sql(f"explain analyze {sql}", param_values=values or None).to_pylist()
     elapsed = time.perf_counter() - started

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,7 +29,7 @@ from flightsql_srv.config import Settings
 from flightsql_srv.sessions import DEFAULT_SCHEMA, SessionOptions
 from flightsql_srv.sqltext import quote_name
 
-__all__ = ["Contexts", "Visibility", "RANGE_PLACEHOLDER_PREFIX"]
+__all__ = ["Contexts", "Variant", "Visibility", "RANGE_PLACEHOLDER_PREFIX"]
 
 #: The (schema, table) pairs a caller may read; None means every table.
 Visibility = frozenset[tuple[str, str]] | None
@@ -36,7 +37,24 @@ _MAX_CONTEXTS = 64
 #: Placeholders of bounded views are named ``$__range_<i>_begin``/``_end``; user SQL cannot
 #: clash with them because they are bound only in the views (unknown values are ignored).
 RANGE_PLACEHOLDER_PREFIX = "__range_"
-_Key = tuple[SessionOptions, int, Visibility, bool]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """What a context differs from the base context in."""
+
+    #: The session's default schema and time zone.
+    options: SessionOptions = SessionOptions()
+    #: Rows per batch (0: the default).
+    rows: int = 0
+    #: Tables that exist in it (None: all).
+    visible: Visibility = None
+    #: Time-series tables are range views (see :meth:`Contexts.scoped`).
+    bounded: bool = False
+    #: Each output partition reads fixed files, so that partitions can be executed apart
+    #: (parallel fetch). DataFusion otherwise lets idle partitions take other partitions'
+    #: files, and one partition executed alone reads everything.
+    fixed_partitions: bool = False
 
 
 class Contexts:
@@ -46,7 +64,7 @@ class Contexts:
         self.catalog_name = settings.catalog_name
         self._settings = settings
         self._schemas = schemas
-        self.base = self._new_context(SessionOptions())
+        self.base = self._new_context(Variant())
         #: Tables left out because their remote source could not be read at start-up.
         self.problems = register_catalog(self.base, settings.catalog_name, schemas)
         #: (schema, table) -> time column, for tables read through a range filter.
@@ -63,8 +81,8 @@ class Contexts:
             for i, (key, column) in enumerate(sorted(self._time_columns.items()))
             if key in served
         }
-        self._cache: OrderedDict[_Key, SessionContext]
-        self._cache = OrderedDict({(SessionOptions(), self.default_rows, None, False): self.base})
+        self._cache: OrderedDict[Variant, SessionContext]
+        self._cache = OrderedDict({Variant(rows=self.default_rows): self.base})
         self._lock = threading.Lock()
 
     @property
@@ -72,12 +90,13 @@ class Contexts:
         """Rows per batch when nothing else is asked for."""
         return self._settings.batch_size or 8192
 
-    def _new_context(self, options: SessionOptions, batch_rows: int = 0) -> SessionContext:
+    def _new_context(self, variant: Variant) -> SessionContext:
+        options = variant.options
         config = (
             SessionConfig()
             .with_default_catalog_and_schema(self.catalog_name, options.schema or DEFAULT_SCHEMA)
             .with_information_schema(True)
-            .with_batch_size(batch_rows or self.default_rows)
+            .with_batch_size(variant.rows or self.default_rows)
             # Clients want utf8, not views: read Parquet strings as utf8 from the start
             # instead of casting every batch on the way out.
             .set("datafusion.execution.parquet.schema_force_view_types", "false")
@@ -95,6 +114,8 @@ class Contexts:
             config = config.with_target_partitions(self._settings.target_partitions)
         if options.timezone:
             config = config.set("datafusion.execution.time_zone", options.timezone)
+        if variant.fixed_partitions:
+            config = config.set("datafusion.execution.enable_file_stream_work_stealing", "false")
         return SessionContext(config, self._runtime())
 
     def _runtime(self) -> RuntimeEnvBuilder:
@@ -110,24 +131,19 @@ class Contexts:
             return runtime.with_unbounded_memory_pool()
         return runtime.with_fair_spill_pool(max(limit // self._settings.max_concurrent_queries, 1))
 
-    def get(
-        self,
-        options: SessionOptions,
-        batch_rows: int = 0,
-        visible: Visibility = None,
-        bounded: bool = False,
-    ) -> SessionContext:
-        """The session context for ``options`` producing ``batch_rows``-row batches in which
-        only ``visible`` tables exist (all when None), time-series tables as range views when
-        ``bounded``; cached, the base context for the defaults."""
-        bounded = bounded and bool(self._range_slots)
-        key = (options, batch_rows or self.default_rows, visible, bounded)
+    def get(self, variant: Variant) -> SessionContext:
+        """The session context of ``variant``; cached, the base context for the defaults."""
+        key = replace(
+            variant,
+            rows=variant.rows or self.default_rows,
+            bounded=variant.bounded and bool(self._range_slots),
+        )
         with self._lock:
             ctx = self._cache.get(key)
             if ctx is not None:
                 self._cache.move_to_end(key)
                 return ctx
-        ctx = self._build_context(options, key[1], visible, bounded)
+        ctx = self._build_context(key)
         with self._lock:
             self._cache[key] = ctx
             while len(self._cache) > _MAX_CONTEXTS:
@@ -135,16 +151,11 @@ class Contexts:
                 del self._cache[oldest]
         return ctx
 
-    def _build_context(
-        self,
-        options: SessionOptions,
-        rows: int,
-        visible: Visibility,
-        bounded: bool,
-    ) -> SessionContext:
+    def _build_context(self, variant: Variant) -> SessionContext:
         """A context sharing the base context's tables: whole schemas where nothing is hidden
         or bounded, else per-table providers (time-series tables as range views)."""
-        ctx = self._new_context(options, rows)
+        ctx = self._new_context(variant)
+        visible, bounded = variant.visible, variant.bounded
         prepare_context(ctx, self._schemas)  # object stores live in each context's runtime
         base, view = self.base.catalog(self.catalog_name), ctx.catalog(self.catalog_name)
         for name in base.schema_names():
@@ -176,17 +187,13 @@ class Contexts:
         return names
 
     def scoped(
-        self,
-        options: SessionOptions,
-        rows: int,
-        bounds: tuple[datetime, datetime] | None,
-        visible: Visibility,
+        self, variant: Variant, bounds: tuple[datetime, datetime] | None
     ) -> tuple[SessionContext, dict[str, pa.Scalar]]:
         """The context to plan in and the placeholder values that bind its range views to
         ``bounds`` (none without a range)."""
         if bounds is None or not self._range_slots:
-            return self.get(options, rows, visible), {}
-        return self.get(options, rows, visible, bounded=True), self.range_values(bounds)
+            return self.get(replace(variant, bounded=False)), {}
+        return self.get(replace(variant, bounded=True)), self.range_values(bounds)
 
     def range_values(self, bounds: tuple[datetime, datetime]) -> dict[str, pa.Scalar]:
         """Values for every range view's placeholders, each typed like its time column."""

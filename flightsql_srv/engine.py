@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import pyarrow as pa
@@ -24,7 +24,7 @@ from datafusion.substrait import Consumer, Serde
 from flightsql_srv.batches import batch_rows_for, split
 from flightsql_srv.catalog import SchemaDecl
 from flightsql_srv.config import Settings
-from flightsql_srv.contexts import Contexts, Visibility
+from flightsql_srv.contexts import Contexts, Variant, Visibility
 from flightsql_srv.errors import InvalidArgument, ReadOnlyViolation, ResourceExhausted
 from flightsql_srv.results import (
     grafana_reader,
@@ -52,6 +52,9 @@ class Plan:
     frame: DataFrame
     #: Shape results for the Grafana datasource (see :mod:`flightsql_srv.results`).
     grafana: bool = False
+    #: (index, endpoints, partitions): produce only the output partitions ``index``,
+    #: ``index + endpoints``, ... of ``partitions`` (parallel fetch).
+    partition: tuple[int, int, int] | None = None
 
     @property
     def schema(self) -> pa.Schema:
@@ -71,7 +74,7 @@ class Plan:
             InvalidArgument: any other execution error.
         """
         try:  # optimising and physical planning happen here, then the first batch
-            stream = pa.RecordBatchReader.from_stream(self.frame)
+            stream = self._stream()
             reader = grafana_reader(stream) if self.grafana else portable_reader(stream)
             first = reader.read_next_batch()
         except StopIteration:
@@ -79,6 +82,33 @@ class Plan:
         except Exception as exc:
             raise execution_error(exc) from None
         return reader.schema, _batches(first, reader)
+
+    def partitions(self) -> int:
+        """Output partitions the result can be fetched in, each by its own DoGet: more than
+        one only when every partition's rows are fixed by the data (file ranges, with no
+        repartitioning), so that separate executions never overlap or miss rows."""
+        physical = self.frame.execution_plan()
+        count: int = physical.partition_count
+        return 1 if count < 2 or "RepartitionExec" in physical.display_indent() else count
+
+    def _stream(self) -> pa.RecordBatchReader:
+        if self.partition is None:
+            return pa.RecordBatchReader.from_stream(self.frame)
+        index, endpoints, partitions = self.partition
+        streams = self.frame.execute_stream_partitioned()
+        if len(streams) != partitions:
+            raise InvalidArgument(
+                f"the result now has {len(streams)} partitions instead of {partitions} (the "
+                "data changed since GetFlightInfo); call GetFlightInfo again"
+            )
+        # Batches of single partitions cross into Python one by one: the bindings give no
+        # Arrow C stream for a partition.
+        batches = (
+            batch.to_pyarrow()
+            for stream in streams[index::endpoints]  # lazy: only these partitions run
+            for batch in stream
+        )
+        return pa.RecordBatchReader.from_batches(self.frame.schema(), batches)
 
     def reader(self) -> pa.RecordBatchReader:
         """:meth:`execute` as a record batch reader."""
@@ -126,7 +156,7 @@ class Engine:
         self, options: SessionOptions, batch_rows: int = 0, visible: Visibility = None
     ) -> SessionContext:
         """See :meth:`Contexts.get`."""
-        return self.contexts.get(options, batch_rows, visible)
+        return self.contexts.get(Variant(options, batch_rows, visible))
 
     def tables(self) -> list[tuple[str, str]]:
         """(schema, table) of every table and view in the catalog."""
@@ -146,6 +176,7 @@ class Engine:
         limit: int | None = None,
         grafana: bool = False,
         visible: Visibility = None,
+        fixed_partitions: bool = False,
     ) -> Plan:
         """Plan ``sql`` read-only, with ``params`` (one row) bound to its placeholders.
 
@@ -158,6 +189,7 @@ class Engine:
             limit: at most this many rows.
             grafana: shape results for the Grafana datasource.
             visible: the (schema, table) pairs the caller may read; None for all.
+            fixed_partitions: plan so that output partitions can be executed apart.
 
         Raises:
             InvalidArgument: empty or oversized SQL, a write statement, or a planning error.
@@ -167,7 +199,8 @@ class Engine:
         if len(sql.encode()) > MAX_SQL_BYTES:
             raise InvalidArgument(f"the query is longer than {MAX_SQL_BYTES} bytes")
         options = options or SessionOptions()
-        ctx, values = self.contexts.scoped(options, 0, bounds, visible)
+        variant = Variant(options, 0, visible, fixed_partitions=fixed_partitions)
+        ctx, values = self.contexts.scoped(variant, bounds)
         if params is not None:
             values = {**values, **_param_values(params)}
         frame = self._plan_sql(ctx, sql, values or None)
@@ -177,7 +210,7 @@ class Engine:
             # setting: move the finished logical plan to a context with the right one.
             rows = batch_rows_for(frame.schema())
             if rows != self.contexts.default_rows:
-                sized = self.contexts.get(options, rows, visible, bounded=bool(bounds))
+                sized = self.contexts.get(replace(variant, rows=rows, bounded=bool(bounds)))
                 frame = sized.create_dataframe_from_logical_plan(frame.logical_plan())
         if limit is not None:
             frame = frame.limit(limit)

@@ -27,12 +27,17 @@ __all__ = [
     "LIMIT_HEADER",
     "CLIENT_TYPE_HEADER",
     "BOUND_SCANS_HEADER",
+    "PARALLEL_ENDPOINTS_HEADER",
+    "MAX_PARALLEL_ENDPOINTS",
 ]
 
 LIMIT_HEADER = "limit"
 CLIENT_TYPE_HEADER = "x-client-type"
 #: ``false`` turns off reading time-series tables through the range filter.
 BOUND_SCANS_HEADER = "bound_scans"
+#: Asks GetFlightInfo for up to N endpoints, one per result partition, to fetch in parallel.
+PARALLEL_ENDPOINTS_HEADER = "parallel_endpoints"
+MAX_PARALLEL_ENDPOINTS = 64
 _KEPT = ("user-agent", CLIENT_TYPE_HEADER, "x-user-id", "x-org-id")
 _FALSE = {"0", "false", "no", "off"}
 _TRUE = {"1", "true", "yes", "on"}
@@ -52,6 +57,8 @@ class RequestInfo:
     limit: int | None = None
     grafana: bool = False
     bound_scans: bool = True
+    #: Endpoints the client would fetch in parallel (1: one endpoint, the default).
+    parallel_endpoints: int = 1
     #: Client identification for logs: user agent, client type, Grafana user and org.
     client: Mapping[str, str] = field(default_factory=dict)
 
@@ -66,17 +73,10 @@ class RequestInfo:
         cls, headers: Mapping[str, Sequence[Any]], grafana_default: bool = False
     ) -> RequestInfo:
         """Parse the headers; a malformed one raises INVALID_ARGUMENT naming it."""
-        limit = None
-        raw_limit = _first(headers, LIMIT_HEADER)
-        if raw_limit:
-            try:
-                limit = int(raw_limit)
-                if limit < 0:
-                    raise ValueError
-            except ValueError:
-                raise InvalidArgument(
-                    f"header {LIMIT_HEADER}: expected a non-negative row count, got {raw_limit!r}"
-                ) from None
+        limit = _count(headers, LIMIT_HEADER, "a non-negative row count", 0, None)
+        parallel = _count(
+            headers, PARALLEL_ENDPOINTS_HEADER, "an endpoint count", 1, MAX_PARALLEL_ENDPOINTS
+        )
         bound = _first(headers, BOUND_SCANS_HEADER).lower()
         if bound and bound not in _TRUE | _FALSE:
             raise InvalidArgument(f"header {BOUND_SCANS_HEADER}: expected true or false")
@@ -86,8 +86,26 @@ class RequestInfo:
             limit=limit,
             grafana=grafana_default or client_type == "grafana",
             bound_scans=bound not in _FALSE,
+            parallel_endpoints=parallel or 1,
             client={k: v for k in _KEPT if (v := _first(headers, k))},
         )
+
+
+def _count(
+    headers: Mapping[str, Sequence[Any]], name: str, what: str, low: int, high: int | None
+) -> int | None:
+    """The integer header ``name`` (None when absent), between ``low`` and ``high``."""
+    raw = _first(headers, name)
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if value < low or (high is not None and value > high):
+        bounds = f"at least {low}" if high is None else f"{low} to {high}"
+        raise InvalidArgument(f"header {name}: expected {what} ({bounds}), got {raw!r}")
+    return value
 
 
 class HeadersMiddleware(flight.ServerMiddleware):  # type: ignore[misc]

@@ -117,8 +117,9 @@ class Statements:
             grafana=request.grafana,
         )
 
-    def plan(self, query: Query) -> Plan:
-        """Plan a query, insisting that every placeholder has a bound value."""
+    def plan(self, query: Query, fixed_partitions: bool = False) -> Plan:
+        """Plan a query, insisting that every placeholder has a bound value; with
+        ``fixed_partitions``, so that its partitions can be executed apart."""
         if query.substrait is not None:
             return self.engine.plan_substrait(
                 query.substrait,
@@ -132,9 +133,9 @@ class Statements:
             raise InvalidArgument(
                 f"the query has parameters ({names}): bind values with DoPut before executing"
             )
-        return self._plan_sql(query)
+        return self._plan_sql(query, fixed_partitions)
 
-    def _plan_sql(self, query: Query) -> Plan:
+    def _plan_sql(self, query: Query, fixed_partitions: bool = False) -> Plan:
         return self.engine.plan(
             query.sql,
             query.params,
@@ -143,22 +144,41 @@ class Statements:
             limit=query.limit,
             grafana=query.grafana,
             visible=query.visible,
+            fixed_partitions=fixed_partitions,
         )
 
     def flight_info(
         self, query: Query, descriptor: flight.FlightDescriptor, request: RequestInfo
     ) -> flight.FlightInfo:
-        """Plan ``query`` as ``request`` shapes it; describe its result with one endpoint and
-        a signed ticket that carries the expanded SQL, range, limit and profile."""
+        """Plan ``query`` as ``request`` shapes it; describe its result with signed tickets
+        that carry the expanded SQL, range, limit and profile.
+
+        One endpoint, unless the request asks for parallel endpoints and the result has
+        several fixed partitions: then one per partition, up to the number asked for (never
+        for Grafana, which reads only the first endpoint).
+        """
         query = self.shape(query, request)
         engine = self.engine
-        plan = self.plan(query)
+        wanted = 1 if query.grafana else request.parallel_endpoints
+        plan = self.plan(query, fixed_partitions=wanted > 1)
         query_id = uuid.uuid4().hex
-        self.plans.put(query_id, engine, query, plan)
         body = {"kind": "query", "id": query_id, **query.body()}
-        ticket = self.signer.sign(TICKET, body, ttl=self.ticket_ttl)
-        endpoint = flight.FlightEndpoint(ticket, [])
-        return flight.FlightInfo(plan.schema, descriptor, [endpoint], -1, -1)
+        partitions = plan.partitions() if wanted > 1 else 1
+        count = min(wanted, partitions)
+        if count == 1:
+            self.plans.put(query_id, engine, query, plan)
+            tickets = [self.signer.sign(TICKET, body, ttl=self.ticket_ttl)]
+        else:
+            tickets = [
+                self.signer.sign(
+                    TICKET,
+                    {**body, "id": f"{query_id}.{i}", "partition": [i, count, partitions]},
+                    ttl=self.ticket_ttl,
+                )
+                for i in range(count)
+            ]
+        endpoints = [flight.FlightEndpoint(ticket, []) for ticket in tickets]
+        return flight.FlightInfo(plan.schema, descriptor, endpoints, -1, -1)
 
     def prepare(self, query: Query, request: RequestInfo) -> tuple[bytes, pa.Schema, pa.Schema]:
         """Create a handle plus the dataset and parameter schemas for a SQL or Substrait query.
@@ -242,7 +262,11 @@ class Statements:
         cancelled = self.running.start(query_id)
         engine = self.engine
 
+        partition = _partition(body.get("partition"))
+
         def plan() -> Plan:
+            if partition is not None:
+                return replace(self.plan(query, fixed_partitions=True), partition=partition)
             return self.plans.take(query_id, engine, query) or self.plan(query)
 
         return self.executor.run(record, plan, cancelled, lambda: self.running.finish(query_id))
@@ -297,3 +321,18 @@ class Statements:
                 "value(s) were bound"
             )
         return self.handle(Query(query.sql, params, principal))
+
+
+def _partition(value: Any) -> tuple[int, int, int] | None:
+    """A ticket's ``[index, endpoints, partitions]``, checked (tickets are signed, but a
+    bad one must not crash the server)."""
+    if value is None:
+        return None
+    if (
+        isinstance(value, list)
+        and len(value) == 3
+        and all(type(v) is int for v in value)
+        and 0 <= value[0] < value[1] <= value[2]
+    ):
+        return value[0], value[1], value[2]
+    raise InvalidArgument("the ticket's partition is malformed; call GetFlightInfo again")
