@@ -130,7 +130,8 @@ def _run(args: argparse.Namespace, watchdog: Watchdog) -> dict[str, Any]:
         suite.FULL, time_limit=args.time_limit, **{name: getattr(args, name) for name in _TUNABLE}
     )
     binary = None if args.no_roapi else roapi.find_binary(args.roapi)
-    measured = suite.run(params, args.data_dir, binary, watchdog.watch)
+    missing = "left out (--no-roapi)" if args.no_roapi else "not installed"
+    measured = suite.run(params, args.data_dir, binary, watchdog.watch, missing)
     return {
         "schema_version": 2,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -275,16 +275,42 @@ def _parallel_md(r: dict[str, Any]) -> list[str]:
             f"returned {par['endpoints_for_probe']} endpoint(s)."
         ]
     base = par["rows"][0]["rows_per_s"]
-    out = ["| variant | rows/s | MB/s | best s | vs 1 endpoint |", "|---|---|---|---|---|"]
+    local = find_row(r, "scan", INPROCESS)
+    out = [
+        f"ADBC fetches the endpoints concurrently; probe: {par['endpoints_for_probe']} endpoints "
+        f"for `parallel_endpoints: 4`. Repetitions interleaved, best of {r['scan']['repeat']}.",
+        "",
+        "| variant | rows/s | MB/s | best s | vs 1 endpoint | vs in-process |",
+        "|---|---|---|---|---|---|",
+    ]
     for row in par["rows"]:
+        vs_local = f"{row['rows_per_s'] / local['rows_per_s']:.2f}x" if local else "n/a"
         out.append(
             f"| {row['variant']} | {_num(row['rows_per_s'])} | {row['mb_per_s']:,.0f} | "
-            f"{row['seconds']:.3f} | {row['rows_per_s'] / base:.2f}x |"
+            f"{row['seconds']:.3f} | {row['rows_per_s'] / base:.2f}x | {vs_local} |"
         )
     return out
 
 
-_LATENCY: tuple[Column, ...] = (("p50 ms", "p50_ms", _ms), ("p95 ms", "p95_ms", _ms))
+def _cost_md(r: dict[str, Any]) -> list[str]:
+    """Wall time of each scenario and the CPU seconds each server process spent in it."""
+    cpu = r.get("server_cpu_seconds", {})
+    names = list(cpu)
+    out = [
+        "| scenario | wall s | " + " | ".join(f"{n} CPU s" for n in names) + " |",
+        "|" + "---|" * (2 + len(names)),
+    ]
+    for scenario, wall in r.get("scenario_seconds", {}).items():
+        cells = [f"{cpu[n].get(scenario, 0.0):.1f}" for n in names]
+        out.append(f"| {scenario} | {wall:.1f} | " + " | ".join(cells) + " |")
+    return out
+
+
+_LATENCY: tuple[Column, ...] = (
+    ("n", "n", str),
+    ("p50 ms", "p50_ms", _ms),
+    ("p95 ms", "p95_ms", _ms),
+)
 _SCAN: tuple[Column, ...] = (
     ("rows/s", "rows_per_s", _num),
     ("MB/s", "mb_per_s", lambda v: f"{v:,.0f}"),
@@ -403,10 +429,12 @@ def render_markdown(r: dict[str, Any]) -> str:
         "",
         *_rss_md(r),
         "",
-        f"## e. Concurrency scaling ({r['scaling']['seconds_per_level']:g} s per level)",
+        f"## e. Concurrency scaling ({r['scaling']['seconds_per_level']:g} s per level and "
+        "contender)",
         "",
         "N clients, each a thread with its own connection (in-process: N threads sharing one "
-        "SessionContext), loop over the 8 dashboard panels.",
+        "SessionContext), loop over the 8 dashboard panels. Each level's time is cut into "
+        f"{r['scaling']['slices']} slices alternating between contenders.",
         "",
         *_table(r, "scaling", _QPS, "qps"),
         "",
@@ -417,6 +445,13 @@ def render_markdown(r: dict[str, Any]) -> str:
         "## Parallel fetch (`parallel_endpoints` header)",
         "",
         *_parallel_md(r),
+        "",
+        "## Where the run's time went",
+        "",
+        "CPU seconds of each server process (psutil) during each scenario: with the same work "
+        "asked of each, a server that spends more CPU per query has more overhead to remove.",
+        "",
+        *_cost_md(r),
         "",
     ]
     if r.get("plots"):

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pyarrow.flight as flight
 
 from bench import checks, concurrency, data, queries, roapi, scenarios
@@ -37,6 +38,8 @@ __all__ = ["Params", "FULL", "QUICK", "run"]
 RSS_INTERVAL_S = 0.05
 PARALLEL_PROBE = 4
 PARALLEL_HEADER = "parallel_endpoints"
+#: Alternating slices per concurrency level and contender.
+SCALING_SLICES = 3
 
 
 @dataclass(frozen=True)
@@ -294,16 +297,24 @@ def _scan(
 
 
 def _scaling(contenders: list[Contender], p: Params) -> dict[str, Any]:
+    """Queries/s at each client count; each level's time is cut into slices that alternate
+    between contenders, so a burst of outside load is shared rather than hitting one."""
     mix = [q for _, q in queries.DASHBOARD]
+    slice_s = p.scaling_s / SCALING_SLICES
     rows = []
     for clients in p.clients:
-        for c in contenders:
-            result = concurrency.throughput(
-                c.session, clients, [c.sql(q) for q in mix], p.scaling_s
-            )
-            rows.append(_row(c.name, f"{clients} clients", **asdict(result), qps=result.qps))
+        totals = {c.name: [0, 0.0] for c in contenders}
+        for _ in range(SCALING_SLICES):
+            for c in contenders:
+                part = concurrency.throughput(c.session, clients, [c.sql(q) for q in mix], slice_s)
+                totals[c.name][0] += part.queries
+                totals[c.name][1] += part.seconds
+        for name, (count, seconds) in totals.items():
+            result = concurrency.Throughput(clients, int(count), seconds)
+            rows.append(_row(name, f"{clients} clients", **asdict(result), qps=result.qps))
     return {
         "seconds_per_level": p.scaling_s,
+        "slices": SCALING_SLICES,
         "queries": "the 8 dashboard panels in turn",
         "rows": rows,
     }
@@ -317,11 +328,15 @@ def _parallel(ours: Contender, p: Params, expected_rows: int) -> dict[str, Any]:
     assert ours.uri is not None
     sql = ours.sql(queries.SCAN)
     with flight.connect(ours.uri) as client:
-        info = scenarios.flight_info(client, sql, {PARALLEL_HEADER: str(PARALLEL_PROBE)})
-    endpoints = len(info.endpoints)
+        returned = {
+            n: len(scenarios.flight_info(client, sql, {PARALLEL_HEADER: str(n)}).endpoints)
+            for n in (2, PARALLEL_PROBE)
+        }
+    endpoints = returned[PARALLEL_PROBE]
     if endpoints <= 1:
         return {"supported": False, "endpoints_for_probe": endpoints, "rows": []}
-    variants = {"1 endpoint (default)": None, **{f"{n} endpoints": n for n in (2, PARALLEL_PROBE)}}
+    variants: dict[str, int | None] = {"1 endpoint (default)": None}
+    variants.update({f"{PARALLEL_HEADER}: {n} ({got} returned)": n for n, got in returned.items()})
     runs: dict[str, list[scenarios.ScanRun]] = {v: [] for v in variants}
     sessions = {
         v: ours.session({PARALLEL_HEADER: str(n)} if n else None) for v, n in variants.items()
@@ -348,16 +363,32 @@ def _parallel(ours: Contender, p: Params, expected_rows: int) -> dict[str, Any]:
 # --- the run ----------------------------------------------------------------------------------
 
 
-def _roapi_status(binary: str | None) -> dict[str, str]:
+def _cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds ``pid`` has used so far (0 once it is gone)."""
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return 0.0
+    return float(times.user + times.system)
+
+
+def _roapi_status(binary: str | None, missing: str) -> dict[str, str]:
     if binary is None:
-        return {"status": "not installed", "version": ""}
+        return {"status": missing, "version": ""}
     return {"status": "ok", "version": roapi.version(binary)}
 
 
 def run(
-    p: Params, data_dir: Path, roapi_binary: str | None, watch: Callable[[ServerProcess], None]
+    p: Params,
+    data_dir: Path,
+    roapi_binary: str | None,
+    watch: Callable[[ServerProcess], None],
+    roapi_missing: str = "not installed",
 ) -> dict[str, Any]:
-    """Generate (or reuse) the data, start the servers, run every scenario; the results."""
+    """Generate (or reuse) the data, start the servers, run every scenario; the results.
+
+    Without ``roapi_binary`` roapi is left out and reported with status ``roapi_missing``.
+    """
     dataset = data.ensure_dataset(p.rows, data_dir)
     days = data.ensure_days(dataset)
     _log(f"data: {dataset.rows:,} rows in {dataset.path.name} and {days.name}/")
@@ -365,7 +396,7 @@ def run(
     status = {
         OURS: {"status": "ok", "version": machine["flightsql_srv"]},
         INPROCESS: {"status": "ok", "version": machine["datafusion"]},
-        ROAPI: _roapi_status(roapi_binary),
+        ROAPI: _roapi_status(roapi_binary, roapi_missing),
     }
     results: dict[str, Any] = {"machine": machine, "contenders": status}
     results["data"] = {
@@ -421,11 +452,18 @@ def run(
             ("scaling", lambda: _scaling(contenders, p)),
             ("parallel", lambda: _parallel(contenders[0], p, dataset.rows)),
         ]
-        timings = results["scenario_seconds"] = {}
+        timings: dict[str, float] = {}
+        cpu: dict[str, dict[str, float]] = {c.name: {} for c in contenders if c.pid}
         for name, step in steps:
             _log(f"scenario {name}")
             started = time.perf_counter()
+            before = {c.name: _cpu_seconds(c.pid) for c in contenders if c.pid}
             results[name] = step()
+            for server_name, seconds in before.items():
+                pid = next(c.pid for c in contenders if c.name == server_name)
+                cpu[server_name][name] = round(_cpu_seconds(pid) - seconds, 2)
             timings[name] = round(time.perf_counter() - started, 2)
             _log(f"scenario {name} took {timings[name]:.1f} s")
+        results["scenario_seconds"] = timings
+        results["server_cpu_seconds"] = cpu
     return results
