@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
-__all__ = ["MAX_MESSAGE_BYTES", "batch_rows_for", "split"]
+__all__ = ["MAX_MESSAGE_BYTES", "batch_rows_for", "byte_size", "split"]
 
 #: Largest record batch sent as one FlightData message (sliced above this).
 MAX_MESSAGE_BYTES = 3 << 20
@@ -40,9 +40,23 @@ def _value_bytes(t: pa.DataType) -> int:
     return max(width // 8, 1)
 
 
+def byte_size(batch: pa.RecordBatch) -> int:
+    """The Arrow bytes of ``batch``, cheaply.
+
+    The buffers' total costs nothing but counts whole buffers, so a slice of a large batch
+    would count its parent; the exact size of the referenced ranges (``nbytes``) walks every
+    buffer, so it is only taken when the total is large.
+    """
+    total: int = batch.get_total_buffer_size()
+    if total <= MAX_MESSAGE_BYTES:
+        return total
+    exact: int = batch.nbytes
+    return exact
+
+
 def split(batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
     """``batch``, or zero-copy slices of it each at most :data:`MAX_MESSAGE_BYTES`."""
-    size = batch.nbytes
+    size = byte_size(batch)
     if size <= MAX_MESSAGE_BYTES or batch.num_rows <= 1:
         yield batch
         return

@@ -13,6 +13,7 @@ import pyarrow.flight as flight
 
 from flightsql_srv.admission import Admission
 from flightsql_srv.audit import Auditor, QueryRecord
+from flightsql_srv.batches import byte_size
 from flightsql_srv.engine import Plan
 
 __all__ = ["Executor"]
@@ -99,7 +100,7 @@ class Executor:
                     record.outcome, record.error_class = "timeout", "DEADLINE_EXCEEDED"
                     raise flight.FlightTimedOutError(self._timeout_message())
                 record.rows += batch.num_rows
-                record.bytes += batch.nbytes
+                record.bytes += byte_size(batch)
                 yield batch
             record.outcome = "ok"
         except (flight.FlightCancelledError, flight.FlightTimedOutError):
