@@ -77,6 +77,7 @@ class LoadConfig:
     reconnect_every: int = 50
     sample_interval: float = 0.5
     warmup_fraction: float = 0.5
+    idle_tail: float = 10.0  # seconds of idling after the load before a last reading
     seed: int = 1
     name: str = "load"
     out: Path | None = RESULTS_DIR
@@ -133,7 +134,8 @@ class ServerSampler:
         self._t0 = time.monotonic()
         self.samples: list[Sample] = []
 
-    def _take(self) -> None:
+    def take(self) -> None:
+        """Append one reading (none once the process is gone)."""
         try:
             with self._process.oneshot():
                 sample = Sample(
@@ -149,18 +151,18 @@ class ServerSampler:
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
-            self._take()
+            self.take()
 
     def __enter__(self) -> ServerSampler:
         self._process.cpu_percent()  # primes the CPU counter
-        self._take()
+        self.take()
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self._take()
+        self.take()
 
 
 class Client:
@@ -295,6 +297,17 @@ def _resources(samples: list[Sample], warmup_fraction: float) -> dict[str, Any]:
     return out
 
 
+def _idle_reading(pid: int, seconds: float) -> dict[str, float]:
+    """RSS, fds and threads after ``seconds`` without load: what the server keeps."""
+    time.sleep(seconds)  # a fixed idle period is the measurement itself, not a wait
+    sampler = ServerSampler(pid, seconds)
+    sampler.take()
+    if not sampler.samples:
+        return {}
+    s = sampler.samples[0]
+    return {"after_s": seconds, "rss_mb": s.rss_mb, "fds": s.fds, "threads": s.threads}
+
+
 def _summary(clients: list[Client], elapsed: float) -> dict[str, Any]:
     kinds: dict[str, Any] = {}
     for kind in KINDS:
@@ -320,6 +333,7 @@ def run(config: LoadConfig) -> dict[str, Any]:
     load_before = os.getloadavg()
     own = psutil.Process()
     own_cpu = sum(own.cpu_times()[:2])
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
     with running_server(dataset.path, days) as server:
         started = time.monotonic()
         deadline = started + config.duration
@@ -335,11 +349,12 @@ def run(config: LoadConfig) -> dict[str, Any]:
                 thread.join(max(deadline - time.monotonic(), 0) + RPC_TIMEOUT_S + 10)
         elapsed = time.monotonic() - started
         hung = sum(thread.is_alive() for thread in threads)
+        idle = _idle_reading(server.pid, config.idle_tail)
         server_alive = server.proc.poll() is None
         log_tail = server.log_tail(40)
     result = {
         "schema_version": 1,
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "date": started_at,
         "config": {
             **{k: v for k, v in asdict(config).items() if k not in ("out", "data_dir")},
             "command": "python -m bench.load " + _flags(config),
@@ -358,6 +373,7 @@ def run(config: LoadConfig) -> dict[str, Any]:
         "server_alive_at_end": server_alive,
         "server_log_tail": log_tail,
         "resources": _resources(sampler.samples, config.warmup_fraction),
+        "idle_after": idle,
         "samples": [asdict(s) for s in sampler.samples],
     }
     result["errors_total"] = sum(k["errors"] for k in result["kinds"].values())
@@ -414,6 +430,13 @@ def render_markdown(r: dict[str, Any]) -> str:
                 f"| {name} | {x['start']:.0f} | {x['after_warmup']:.0f} | {x['end']:.0f} "
                 f"| {x['peak']:.0f} | {x['slope_per_min']:+.2f} {unit}/min |"
             )
+    idle = r.get("idle_after") or {}
+    if idle:
+        lines += [
+            "",
+            f"After {idle['after_s']:g} s without load: RSS {idle['rss_mb']:.0f} MB, "
+            f"{idle['fds']} fds, {idle['threads']} threads.",
+        ]
     lines += ["", f"![server RSS, fds and threads over time]({c['name']}.png)", ""]
     errors = [e for k in r["kinds"].values() for e in k["first_errors"]]
     if errors:
@@ -475,6 +498,7 @@ def _parse(argv: list[str] | None) -> LoadConfig:
         help="relative weights of dashboard, metadata and scan operations",
     )
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--idle-tail", type=float, default=d.idle_tail, help="idle seconds at the end")
     p.add_argument("--name", default=d.name, help="report name: <name>.md/.json/.png")
     p.add_argument("--out", type=Path, default=d.out, help="results directory")
     args = p.parse_args(argv)
@@ -488,6 +512,7 @@ def _parse(argv: list[str] | None) -> LoadConfig:
         weights=tuple(args.weights),
         sample_interval=args.sample_interval,
         seed=args.seed,
+        idle_tail=args.idle_tail,
         name=args.name,
         out=args.out,
     )
