@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from functools import lru_cache
 from typing import Any
 
 import pyarrow as pa
@@ -56,6 +57,7 @@ def _portable_field(f: pa.Field) -> pa.Field:
     return f.with_type(portable_type(f.type))
 
 
+@lru_cache(maxsize=256)  # result schemas repeat; converting one walks every field
 def portable_schema(schema: pa.Schema) -> pa.Schema:
     """``schema`` with every field converted by :func:`portable_type`."""
     return pa.schema([_portable_field(f) for f in schema], metadata=schema.metadata)
@@ -118,6 +120,7 @@ def _grafana_rule(t: pa.DataType) -> tuple[pa.DataType, _Convert | None]:
     return portable_type(t), None
 
 
+@lru_cache(maxsize=256)
 def grafana_schema(schema: pa.Schema) -> pa.Schema:
     """``schema`` as the Grafana datasource receives it."""
     return pa.schema(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -59,7 +59,7 @@ class Query:
             "sql": self.sql,
             "params": encode_batch(self.params),
             "principal": self.principal,
-            "session": {k: v for k, v in asdict(self.options).items() if v is not None},
+            "session": {k: v for k, v in vars(self.options).items() if v is not None},
             "substrait": base64.b64encode(self.substrait).decode() if self.substrait else None,
             "bounds": [t.isoformat() for t in self.bounds] if self.bounds else None,
             "limit": self.limit,

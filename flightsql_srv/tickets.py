@@ -39,9 +39,14 @@ class Signer:
     def __init__(self, secrets_: list[bytes]) -> None:
         self._secrets = secrets_ or [secrets.token_bytes(32)]
         self.ephemeral = not secrets_
+        self._keys: dict[tuple[bytes, str], bytes] = {}  # derived once per purpose
 
     def _key(self, secret: bytes, purpose: str) -> bytes:
-        return hmac.new(secret, b"flightsql-srv/" + purpose.encode(), hashlib.sha256).digest()
+        key = self._keys.get((secret, purpose))
+        if key is None:
+            message = b"flightsql-srv/" + purpose.encode()
+            key = self._keys[(secret, purpose)] = hmac.new(secret, message, hashlib.sha256).digest()
+        return key
 
     def sign(self, purpose: str, body: dict[str, Any], ttl: float | None = None) -> bytes:
         """Serialise ``body`` (plus an expiry when ``ttl`` is given) and sign it."""
