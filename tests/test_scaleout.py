@@ -25,7 +25,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,7 @@ USER = "alice"
 PASSWORD = secrets.token_urlsafe(12)
 PROBE_KEY = "scaleout-probe-key"  # the readiness probe's API key
 BIG_ROWS = 5_000_000
-ITEMS = {"id": [1, 2, 3], "name": ["one", "two", "three"]}
+ITEMS = [(1, "one"), (2, "two"), (3, "three")]  # scale.items: (id, name)
 COOKIE_DB_KWARGS = {"adbc.flight.sql.rpc.with_cookie_middleware": "true"}
 WAIT = 10.0  # every poll below gives up after this many seconds
 
@@ -91,7 +91,6 @@ class Cluster:
     replicas: list[Replica]
     balancer: Balancer
     workdir: Path
-    extra: dict[str, Replica] = field(default_factory=dict)
 
 
 def _wait_for(predicate: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
@@ -110,7 +109,8 @@ def _write_catalog(workdir: Path) -> Path:
     """Schema ``scale`` with one small Parquet table: replicas start in about a second."""
     catalog = workdir / "catalog"
     catalog.mkdir()
-    pq.write_table(pa.table(ITEMS), catalog / "items.parquet")
+    ids, names = zip(*ITEMS, strict=True)
+    pq.write_table(pa.table({"id": ids, "name": names}), catalog / "items.parquet")
     (catalog / "scale.toml").write_text(
         '[tables.items]\nsource = "items.parquet"\nformat = "parquet"\n'
     )
@@ -308,7 +308,7 @@ def test_adbc_through_the_balancer(cluster: Cluster) -> None:
     db_kwargs = {"username": USER, "password": PASSWORD, **COOKIE_DB_KWARGS}
     with adbc.connect(cluster.balancer.uri, autocommit=True, db_kwargs=db_kwargs) as conn:
         with conn.cursor() as cur:  # prepared statement: create, bind (DoPut), execute
-            for item_id, name in zip(ITEMS["id"], ITEMS["name"], strict=True):
+            for item_id, name in ITEMS:
                 cur.execute(LOOKUP_SQL, (item_id,))
                 assert cur.fetchall() == [(name,)]
         objects = conn.adbc_get_objects(depth="tables", db_schema_filter="scale").read_all()
@@ -331,7 +331,7 @@ def test_adbc_through_the_balancer(cluster: Cluster) -> None:
                 rows += batch.num_rows
                 total += pa.compute.sum(batch.column(0)).as_py()
     assert rows == BIG_ROWS and total == BIG_ROWS * (BIG_ROWS - 1) // 2
-    served = _deltas([r for r in cluster.replicas], before)
+    served = _deltas(cluster.replicas, before)
     assert min(served) >= 1, f"DoGets per replica: {served}"
 
 
@@ -345,7 +345,7 @@ def test_pyarrow_flight_through_the_balancer(cluster: Cluster) -> None:
         assert tables.column("table_name").to_pylist() == ["items"]
 
         handle = create_prepared(client, LOOKUP_SQL).prepared_statement_handle
-        for item_id, name in zip(ITEMS["id"], ITEMS["name"], strict=True):
+        for item_id, name in ITEMS:
             bound = _bind(client, handle, item_id)
             assert _redeem(client, _prepared_ticket(client, bound)) == {"name": [name]}
 
