@@ -55,7 +55,7 @@ def _valid_timezone(value: str) -> bool:
         return True
     try:
         zoneinfo.ZoneInfo(value)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: name too long
         return False
     return True
 

@@ -28,10 +28,12 @@ from .lexer import CLOSE, COMMA, MACRO, OPEN, Token, tokenize
 from .timeparse import UTC
 from .user import MAX_DEPTH, RANGE_PLACEHOLDERS, UserMacro
 
-__all__ = ["expand", "MAX_ARGUMENT_NESTING"]
+__all__ = ["expand", "MAX_ARGUMENT_NESTING", "MAX_EXPANDED_CHARS"]
 
 #: How deeply macro calls may nest inside each other's arguments.
 MAX_ARGUMENT_NESTING = 32
+#: Longest expansion; a macro may repeat its argument, so nesting can grow text exponentially.
+MAX_EXPANDED_CHARS = 1024 * 1024
 
 _SECOND = timedelta(seconds=1)
 _MILLI = timedelta(milliseconds=1)
@@ -97,6 +99,7 @@ class _Expander:
         """Expand ``sql[start:end]``, whose tokens are ``toks[lo:hi]``."""
         out: list[str] = []
         last = start
+        size = 0
         i = lo
         while i < hi:
             kind, ts, te = toks[i]
@@ -127,7 +130,16 @@ class _Expander:
                 replacement = self._user(sql, user, name, ts, args, chain, nesting)
             out.append(sql[last:ts])
             out.append(replacement)
+            size += (ts - last) + len(replacement)
             last = call_end
+            if size > MAX_EXPANDED_CHARS:
+                raise MacroError.at(
+                    name,
+                    ts + 1,
+                    location(sql, ts),
+                    f"the expanded query is longer than {MAX_EXPANDED_CHARS} characters "
+                    "(macros inside macro arguments repeat them); simplify the query",
+                )
         if not out:
             return sql[start:end]
         out.append(sql[last:end])

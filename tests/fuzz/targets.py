@@ -9,7 +9,6 @@ RecursionError...) raises :class:`~tests.fuzz.data.UndocumentedError`; a call sl
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import tempfile
 import time
@@ -55,7 +54,7 @@ from flightsql_srv.statements import Statements
 from flightsql_srv.tickets import PREPARED, TICKET, Signer
 from tests.fuzz.data import Input, UndocumentedError, toml_text
 
-__all__ = ["TARGETS", "SLOW_CALL_SECONDS", "known_bug"]
+__all__ = ["TARGETS", "SLOW_CALL_SECONDS"]
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = b"fuzz-secret"
@@ -86,24 +85,10 @@ def allowed(*documented: type[BaseException], what: str) -> Iterator[None]:
     except documented:
         pass
     except Exception as exc:
-        if known_bug(exc):
-            return
         raise UndocumentedError(f"{what}: {type(exc).__name__}: {exc}"[:2000]) from exc
     elapsed = time.monotonic() - start
     if elapsed > SLOW_CALL_SECONDS:
         raise UndocumentedError(f"{what}: took {elapsed:.1f} s (hang)")
-
-
-def known_bug(exc: BaseException) -> bool:
-    """Crashes already reported (each has a strict-xfail reproducer in tests/fuzz/), tolerated
-    here so the fuzzers keep looking for new ones. Remove an entry once the bug is fixed."""
-    # SetSessionOptions timezone longer than NAME_MAX: zoneinfo raises OSError(ENAMETOOLONG),
-    # sessions._valid_timezone only catches ZoneInfoNotFoundError/ValueError.
-    return (
-        isinstance(exc, OSError)
-        and exc.errno == errno.ENAMETOOLONG
-        and "zoneinfo" in str(exc.filename)
-    )
 
 
 # -- shared, built once --------------------------------------------------------------------
@@ -328,9 +313,9 @@ _MACRO_PIECES = (
 
 def macro_sql(inp: Input) -> str:
     """SQL built from macro-shaped pieces, then raw text (so the lexer sees both)."""
-    # At most 20 pieces: nested $__timeFilter( doubles the text per level, and deeper nesting
-    # hits the open expansion-size bug (tests/fuzz/crashes/macros-nested-timefilter-oom).
-    count = inp.byte() % 20
+    # Up to 40 pieces: deep enough that nested $__timeFilter( (which doubles the text per
+    # level) reaches the expansion budget.
+    count = inp.byte() % 40
     user = sorted(_user_macros())
     pieces = [*_MACRO_PIECES, *(f"$__{name}(" for name in user)]
     return "".join(str(inp.choice(pieces)) for _ in range(count)) + inp.text(64)
