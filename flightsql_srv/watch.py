@@ -53,9 +53,19 @@ class DirectoryWatcher:
         self._stop.set()
 
     def _run(self) -> None:
+        pending: Snapshot | None = None
         while not self._stop.wait(self._interval):
             current = snapshot(self._directories)
             if current == self._seen:
+                pending = None
+                continue
+            # Reload once a change has settled (the same for two polls) and no file is
+            # empty: an editor saving in place truncates the file first, and an empty
+            # catalog file would otherwise be read as "no tables" (delete a file to drop
+            # its tables).
+            settled = current == pending
+            pending = current
+            if not settled or any(size == 0 for _, _, size in current):
                 continue
             self._seen = current
             log.info("catalog or macro files changed: reloading")

