@@ -304,7 +304,7 @@ def test_calls_land_on_every_replica(cluster: Cluster) -> None:
 
 
 def test_adbc_through_the_balancer(cluster: Cluster) -> None:
-    before = [r.rpcs("do_get") for r in cluster.replicas]
+    before = [r.rpcs() for r in cluster.replicas]
     db_kwargs = {"username": USER, "password": PASSWORD, **COOKIE_DB_KWARGS}
     with adbc.connect(cluster.balancer.uri, autocommit=True, db_kwargs=db_kwargs) as conn:
         with conn.cursor() as cur:  # prepared statement: create, bind (DoPut), execute
@@ -332,11 +332,11 @@ def test_adbc_through_the_balancer(cluster: Cluster) -> None:
                 total += pa.compute.sum(batch.column(0)).as_py()
     assert rows == BIG_ROWS and total == BIG_ROWS * (BIG_ROWS - 1) // 2
     served = _deltas(cluster.replicas, before)
-    assert min(served) >= 1, f"DoGets per replica: {served}"
+    assert min(served) >= sum(served) // 4, f"calls per replica: {served}"  # per call, not pinned
 
 
 def test_pyarrow_flight_through_the_balancer(cluster: Cluster) -> None:
-    before = [r.rpcs("do_get") for r in cluster.replicas]
+    before = [r.rpcs() for r in cluster.replicas]
     session = _Session(_login(cluster.balancer.uri))
     with _client(cluster.balancer.uri, session) as client:
         command = sql_pb2.CommandGetTables(db_schema_filter_pattern="scale")
@@ -358,7 +358,7 @@ def test_pyarrow_flight_through_the_balancer(cluster: Cluster) -> None:
     assert rows == BIG_ROWS and len(sizes) > 1
     assert max(sizes) < 4 * 1024 * 1024, "every message stays under gRPC's 4 MiB limit"
     served = _deltas(cluster.replicas, before)
-    assert min(served) >= 1, f"DoGets per replica: {served}"
+    assert min(served) >= sum(served) // 4, f"calls per replica: {served}"  # per call, not pinned
 
 
 # -- what one replica issues, another honours ------------------------------------------------
