@@ -32,7 +32,9 @@ NGINX_CONF = ROOT / "deploy" / "nginx" / "nginx.conf"
 #: Where an unpacked nginx is kept between runs (not under the work tree).
 CACHE = Path(tempfile.gettempdir()) / "flightsql-srv-nginx"
 _UNPACKED = CACHE / "root" / "usr" / "sbin" / "nginx"
-_APT_TIMEOUT = 300.0
+#: All apt-get runs of one attempt to get nginx share this many seconds (pytest's own
+#: timeout is 300 s per test, set-up included).
+_APT_BUDGET = 200.0
 _APT_ENV = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
 
 
@@ -56,16 +58,17 @@ def obtain_nginx() -> Path:
         if found is not None:
             return found
         tried: list[str] = []
+        deadline = time.monotonic() + _APT_BUDGET
         if os.geteuid() == 0:
             try:
-                _apt_install()
+                _apt_install(deadline)
             except (subprocess.SubprocessError, OSError) as exc:
                 tried.append(f"apt-get install nginx: {_reason(exc)}")
             found = find_nginx()
             if found is not None:
                 return found
         try:
-            return _unpack_download()
+            return _unpack_download(deadline)
         except (subprocess.SubprocessError, OSError) as exc:
             tried.append(f"apt-get download nginx + dpkg-deb -x: {_reason(exc)}")
     raise RuntimeError(
@@ -82,40 +85,43 @@ def _reason(exc: BaseException) -> str:
     return str(exc)
 
 
-def _apt(*args: str, cwd: Path | None = None) -> None:
+def _apt(*args: str, deadline: float, cwd: Path | None = None) -> None:
+    remaining = deadline - time.monotonic()
+    if remaining <= 1:
+        raise subprocess.TimeoutExpired(["apt-get", *args], 0)
     subprocess.run(
-        ["apt-get", "-q", "-o", "DPkg::Lock::Timeout=120", *args],
+        ["apt-get", "-q", "-o", f"DPkg::Lock::Timeout={int(remaining)}", *args],
         check=True,
         capture_output=True,
         text=True,
-        timeout=_APT_TIMEOUT,
+        timeout=remaining,
         env=_APT_ENV,
         cwd=cwd,
         stdin=subprocess.DEVNULL,
     )
 
 
-def _apt_install() -> None:
+def _apt_install(deadline: float) -> None:
     # Package lists may be missing or stale on a fresh machine: update once, then retry.
     try:
-        _apt("install", "-y", "--no-install-recommends", "nginx")
+        _apt("install", "-y", "--no-install-recommends", "nginx", deadline=deadline)
     except subprocess.CalledProcessError:
-        _apt("update")
-        _apt("install", "-y", "--no-install-recommends", "nginx")
+        _apt("update", deadline=deadline)
+        _apt("install", "-y", "--no-install-recommends", "nginx", deadline=deadline)
 
 
-def _unpack_download() -> Path:
+def _unpack_download(deadline: float) -> Path:
     """``apt-get download`` works without root; the binary runs from wherever it is unpacked
     (every path it needs is given on the command line or in the rendered config)."""
     download = Path(tempfile.mkdtemp(dir=CACHE))
     try:
         try:
-            _apt("download", "nginx", cwd=download)
+            _apt("download", "nginx", cwd=download, deadline=deadline)
         except subprocess.CalledProcessError:
             if os.geteuid() != 0:
                 raise
-            _apt("update")
-            _apt("download", "nginx", cwd=download)
+            _apt("update", deadline=deadline)
+            _apt("download", "nginx", cwd=download, deadline=deadline)
         (deb,) = download.glob("nginx_*.deb")
         staging = download / "root"
         subprocess.run(
