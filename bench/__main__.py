@@ -22,7 +22,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import data, plots, report, roapi, scenarios, suite
+from bench import data, plots, report, roapi, suite
 from bench.server import ServerProcess
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -139,7 +139,6 @@ def _run(args: argparse.Namespace, watchdog: Watchdog) -> dict[str, Any]:
         "config": {
             "command": " ".join(["python -m bench", *sys.argv[1:]]).strip(),
             **dataclasses.asdict(params),
-            "warmup_rounds": scenarios.WARMUP,
             "rss_interval_s": suite.RSS_INTERVAL_S,
             "roapi_requested": not args.no_roapi,
             "load_average_start": load_start,

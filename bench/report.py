@@ -1,5 +1,4 @@
-"""Machine description, the targets of issue #8, and the renderings of a run: console, JSON,
-Markdown.
+"""The renderings of a run: targets on the console, ``latest.json`` and ``latest.md``.
 
 Every scenario's rows are shown with absolute values and as ratios to the in-process
 DataFusion row and the roapi row of the same variant (or that contender's first row when it
@@ -11,25 +10,17 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-from bench.contenders import INPROCESS, OURS, ROAPI
+from bench.contenders import INPROCESS, ROAPI
+from bench.machine import machine_info
+from bench.targets import evaluate_targets, find_row, ratio
 
 __all__ = [
     "MB",
-    "TARGETS",
-    "Target",
     "machine_info",
-    "find_row",
-    "ratio",
-    "evaluate_targets",
     "render_targets",
     "render_markdown",
     "write_results",
@@ -37,139 +28,6 @@ __all__ = [
 ]
 
 MB = 1e6
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def machine_info() -> dict[str, Any]:
-    """CPU, cores, memory, OS and the versions of everything on the measured path."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count() or 0
-    return {
-        "cpu_model": _cpu_model(),
-        "logical_cores": os.cpu_count(),
-        "usable_cores": usable,
-        "memory_gb": round(psutil.virtual_memory().total / 1e9, 1),
-        "os": f"{platform.system()} {platform.release()}",
-        "python": platform.python_version(),
-        "pyarrow": _version("pyarrow"),
-        "datafusion": _version("datafusion"),
-        "adbc_driver_flightsql": _version("adbc-driver-flightsql"),
-        "adbc_driver_manager": _version("adbc-driver-manager"),
-        "numpy": _version("numpy"),
-        "flightsql_srv": _version("flightsql-srv"),
-        "roapi": _version("roapi"),
-        "matplotlib": _version("matplotlib"),
-    }
-
-
-# --- looking things up in a run ---------------------------------------------------------------
-
-
-def find_row(r: dict[str, Any], scenario: str, contender: str, variant: str | None = None) -> Any:
-    """The row of ``contender`` (and ``variant``; else its first row) in ``scenario``, or None."""
-    rows = [row for row in r.get(scenario, {}).get("rows", []) if row["contender"] == contender]
-    for row in rows:
-        if variant is None or row["variant"] == variant:
-            return row
-    return rows[0] if rows else None
-
-
-def ratio(r: dict[str, Any], scenario: str, row: dict[str, Any], key: str, ref: str) -> Any:
-    """``row[key]`` divided by the same measure of contender ``ref``; None if ``ref`` is absent."""
-    other = find_row(r, scenario, ref, row["variant"])
-    if other is None or not other.get(key):
-        return None
-    return row[key] / other[key]
-
-
-@dataclass(frozen=True)
-class Target:
-    """One target of the issue: a measure of our row, as a ratio to ``ref`` or absolute."""
-
-    label: str
-    scenario: str
-    variant: str
-    key: str
-    ref: str | None  # None: the value itself is compared
-    goal: float
-    at_most: bool  # True: value <= goal; False: value >= goal
-
-    def measure(self, r: dict[str, Any]) -> float | None:
-        if self.scenario == "rss":
-            rss = r.get("scan", {}).get("rss", {}).get(OURS)
-            return None if rss is None else float(rss[self.key])
-        row = find_row(r, self.scenario, OURS, self.variant)
-        if row is None:
-            return None
-        if self.ref is None:
-            return float(row[self.key])
-        value = ratio(r, self.scenario, row, self.key, self.ref)
-        return None if value is None else float(value)
-
-    def goal_text(self) -> str:
-        sign = "<=" if self.at_most else ">="
-        unit = f"x {self.ref}" if self.ref else ""
-        return f"{sign} {self.goal:g}{' ' + unit if unit else ''}"
-
-
-TARGETS: tuple[Target, ...] = (
-    Target("full scan rows/s (ADBC)", "scan", "ADBC", "rows_per_s", INPROCESS, 0.6, False),
-    Target("full scan rows/s (ADBC)", "scan", "ADBC", "rows_per_s", ROAPI, 1.5, False),
-    Target("server RSS growth during scans, MB", "rss", "", "growth_mb", None, 150, True),
-    Target("panel p50 (file, SQL)", "panel", "file, SQL", "p50_ms", INPROCESS, 1.15, True),
-    Target("panel p50 (file, SQL)", "panel", "file, SQL", "p50_ms", ROAPI, 0.7, True),
-    Target(
-        "panel p50 (file, Grafana macros)",
-        "panel",
-        "file, Grafana macros",
-        "p50_ms",
-        INPROCESS,
-        1.15,
-        True,
-    ),
-    Target(
-        "panel p50 (file, Grafana macros)",
-        "panel",
-        "file, Grafana macros",
-        "p50_ms",
-        ROAPI,
-        0.7,
-        True,
-    ),
-    Target("SELECT 1 p50 (ADBC)", "select1", "ADBC", "p50_ms", ROAPI, 0.7, True),
-    Target("8-client queries/s", "scaling", "8 clients", "qps", INPROCESS, 0.9, False),
-    Target("8-client queries/s", "scaling", "8 clients", "qps", ROAPI, 1.5, False),
-    Target("full scan time to first batch, share", "scan", "ADBC", "ttfb_share", None, 0.05, True),
-)
-
-
-def evaluate_targets(r: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each target with its measured value and ``met`` (None when it could not be measured)."""
-    out = []
-    for t in TARGETS:
-        value = t.measure(r)
-        met = None if value is None else (value <= t.goal if t.at_most else value >= t.goal)
-        out.append({"target": t.label, "goal": t.goal_text(), "value": value, "met": met})
-    return out
 
 
 # --- formatting -------------------------------------------------------------------------------
@@ -254,6 +112,26 @@ def _checks_md(r: dict[str, Any]) -> list[str]:
     return out
 
 
+def _split_md(r: dict[str, Any]) -> list[str]:
+    out = ["| server | call | n | p50 ms | p95 ms | share of p50 |", "|---|---|---|---|---|---|"]
+    rows = r["panel"].get("split", [])
+    for row in rows:
+        total = next(
+            (
+                x["p50_ms"]
+                for x in rows
+                if x["contender"] == row["contender"] and "DoGet" in x["variant"]
+            ),
+            0.0,
+        )
+        share = f"{row['p50_ms'] / total * 100:.0f} %" if total else "n/a"
+        out.append(
+            f"| {row['contender']} | {row['variant']} | {row['n']} | {row['p50_ms']:,.2f} | "
+            f"{row['p95_ms']:,.2f} | {share} |"
+        )
+    return out
+
+
 def _rss_md(r: dict[str, Any]) -> list[str]:
     out = [
         "| server | baseline MB | peak MB | growth MB | first scan growth MB |",
@@ -293,15 +171,18 @@ def _parallel_md(r: dict[str, Any]) -> list[str]:
 
 
 def _cost_md(r: dict[str, Any]) -> list[str]:
-    """Wall time of each scenario and the CPU seconds each server process spent in it."""
-    cpu = r.get("server_cpu_seconds", {})
+    """Wall time of each scenario, and the CPU seconds each server process spent in it and
+    its RSS after it."""
+    cpu, rss = r.get("server_cpu_seconds", {}), r.get("server_rss_after_mb", {})
     names = list(cpu)
-    out = [
-        "| scenario | wall s | " + " | ".join(f"{n} CPU s" for n in names) + " |",
-        "|" + "---|" * (2 + len(names)),
-    ]
+    header = ["scenario", "wall s"]
+    header += [f"{n} CPU s" for n in names] + [f"{n} RSS after, MB" for n in names]
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    start = [f"{rss.get(n, {}).get('start', 0.0):,.0f}" for n in names]
+    out.append("| (servers started) | | " + " | ".join([""] * len(names) + start) + " |")
     for scenario, wall in r.get("scenario_seconds", {}).items():
         cells = [f"{cpu[n].get(scenario, 0.0):.1f}" for n in names]
+        cells += [f"{rss.get(n, {}).get(scenario, 0.0):,.0f}" for n in names]
         out.append(f"| {scenario} | {wall:.1f} | " + " | ".join(cells) + " |")
     return out
 
@@ -395,7 +276,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         *_checks_md(r),
         "",
         f"## a. SELECT 1 round trip ({r['select1']['n']} calls each, after "
-        f"{cfg['warmup_rounds']} warm-up rounds)",
+        f"{cfg['warmup']} warm-up rounds)",
         "",
         *_table(r, "select1", _LATENCY, "p50_ms"),
         "",
@@ -407,6 +288,11 @@ def render_markdown(r: dict[str, Any]) -> str:
         "and `x-client-type: grafana` headers, as the datasource sends it.",
         "",
         *_table(r, "panel", _LATENCY, "p50_ms"),
+        "",
+        "Where a server's panel time goes (file, plain SQL, raw pyarrow.flight; GetFlightInfo "
+        "plans the query and for some servers runs it):",
+        "",
+        *_split_md(r),
         "",
         f"## c. Dashboard: 8 panels at once ({r['dashboard']['repetitions']} repetitions)",
         "",
@@ -448,8 +334,10 @@ def render_markdown(r: dict[str, Any]) -> str:
         "",
         "## Where the run's time went",
         "",
-        "CPU seconds of each server process (psutil) during each scenario: with the same work "
-        "asked of each, a server that spends more CPU per query has more overhead to remove.",
+        "CPU seconds of each server process (psutil) during each scenario, and its RSS after "
+        "it: with the same work asked of each, a server that spends more CPU per query has "
+        "more overhead to remove. (roapi and in-process answer fewer queries where they are "
+        "slower: scenarios with a time budget give a slow contender fewer samples.)",
         "",
         *_cost_md(r),
         "",
