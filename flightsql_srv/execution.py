@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from concurrent import futures
 
@@ -74,7 +75,12 @@ class Executor:
         except Exception as exc:
             self._close(record, exc, on_close, admitted=True)
             raise
-        return schema, self._stream(record, batches, cancelled, deadline, on_close)
+        finish = _Once(lambda: self._finish(record, on_close))
+        stream = self._stream(record, batches, cancelled, deadline, finish)
+        # A stream that is never read (the client gave up while the first batch was being
+        # computed) never runs its own clean-up: finish when it is collected instead.
+        weakref.finalize(stream, finish)
+        return schema, stream
 
     def _timeout_message(self) -> str:
         return (
@@ -88,9 +94,8 @@ class Executor:
         batches: Iterator[pa.RecordBatch],
         cancelled: threading.Event,
         deadline: float | None,
-        on_close: Callable[[], None],
+        finish: Callable[[], None],
     ) -> Iterator[pa.RecordBatch]:
-        record.outcome = "disconnected"  # unless the loop below ends otherwise
         try:
             for batch in batches:
                 if cancelled.is_set():
@@ -109,7 +114,7 @@ class Executor:
             record.outcome, record.error_class = "error", type(exc).__name__
             raise
         finally:
-            self._finish(record, on_close)
+            finish()
 
     def _close(
         self,
@@ -127,6 +132,22 @@ class Executor:
             self.auditor.finish(record)
 
     def _finish(self, record: QueryRecord, on_close: Callable[[], None]) -> None:
+        if record.outcome == "running":
+            record.outcome = "disconnected"  # the stream ended before it was read through
         self.admission.release()
         on_close()
         self.auditor.finish(record)
+
+
+class _Once:
+    """Calls ``action`` the first time it is called, never again (thread-safe)."""
+
+    def __init__(self, action: Callable[[], None]) -> None:
+        self._action: Callable[[], None] | None = action
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        with self._lock:
+            action, self._action = self._action, None
+        if action is not None:
+            action()

@@ -172,7 +172,9 @@ while True:
 def _line(proc: subprocess.Popen[str], seconds: float) -> str:
     """The next stdout line of ``proc``, or "" when none comes within ``seconds``."""
     got: list[str] = []
-    reader = threading.Thread(target=lambda: got.append(proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+    stream = proc.stdout
+    assert stream is not None
+    reader = threading.Thread(target=lambda: got.append(stream.readline()), daemon=True)
     reader.start()
     reader.join(seconds)
     return got[0].strip() if got else ""
@@ -202,7 +204,8 @@ def test_killed_client_mid_stream_releases_the_query(srv: Proc) -> None:
         if client.poll() is None:
             client.kill()
             client.wait(10)
-        client.stdout.close()  # type: ignore[union-attr]
+        if client.stdout is not None:
+            client.stdout.close()
     print(f"\nserver CPU while streaming {busy:.0f}%, after the client died {idle:.0f}%")
     assert busy > 5, "the query was not running"
     assert released, "the killed client's query still holds its slot"
