@@ -127,7 +127,9 @@ def _run(args: argparse.Namespace, watchdog: Watchdog) -> dict[str, Any]:
     started = time.perf_counter()
     load_start = os.getloadavg()
     params = dataclasses.replace(
-        suite.FULL, time_limit=args.time_limit, **{name: getattr(args, name) for name in _TUNABLE}
+        suite.QUICK if args.quick else suite.FULL,
+        time_limit=args.time_limit,
+        **{name: getattr(args, name) for name in _TUNABLE},
     )
     binary = None if args.no_roapi else roapi.find_binary(args.roapi)
     missing = "left out (--no-roapi)" if args.no_roapi else "not installed"

@@ -65,7 +65,14 @@ def run_scaling(contenders: list[Contender], p: Params) -> dict[str, Any]:
                 totals[c.name][1] += part.seconds
         for name, (count, seconds) in totals.items():
             result = concurrency.Throughput(clients, int(count), seconds)
-            rows.append(row(name, f"{clients} clients", **asdict(result), qps=result.qps))
+            rows.append(
+                row(
+                    name,
+                    f"{clients} client{'s' if clients > 1 else ''}",
+                    **asdict(result),
+                    qps=result.qps,
+                )
+            )
     return {
         "seconds_per_level": p.scaling_s,
         "slices": p.scaling_slices,

@@ -32,13 +32,13 @@ class Params:
 FULL = Params(
     rows=10_000_000,
     select1_n=200,
-    panel_n=40,
+    panel_n=30,
     dashboard_reps=10,
     scan_repeat=3,
     scaling_s=3.0,
     time_limit=420.0,
-    latency_budget_s=8.0,
-    dashboard_budget_s=15.0,
+    latency_budget_s=5.0,
+    dashboard_budget_s=12.0,
     scaling_slices=3,
     warmup=3,
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from bench import checks, data, queries, report, roapi, scenarios, targets
+from bench import checks, data, params, queries, report, roapi, scenarios, targets
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ("checks", "select1", "panel", "dashboard", "scan", "scaling", "parallel")
@@ -43,6 +44,9 @@ def _contenders(results: dict[str, Any], scenario: str) -> set[str]:
 def test_every_scenario_is_reported(quick_results: tuple[dict[str, Any], Path]) -> None:
     results, out = quick_results
     assert results["schema_version"] == 2 and results["quick"] is True
+    assert results["config"] == {**results["config"], **asdict(params.QUICK)} | {
+        "clients": list(params.QUICK.clients)
+    }  # --quick sizes everything, budgets included
     assert set(SCENARIOS) <= set(results)
     for key in ("cpu_model", "usable_cores", "python", "pyarrow", "datafusion"):
         assert results["machine"][key]
