@@ -85,6 +85,8 @@ def run_select1(contenders: list[Contender], sessions: Sessions, p: Params) -> d
 
 
 def run_panel(contenders: list[Contender], sessions: Sessions, p: Params) -> dict[str, Any]:
+    """The panel on both layouts, as plain SQL everywhere and with macros on our server (whose
+    rows are compared with the other contenders' plain SQL on the same layout)."""
     calls: dict[str, Callable[[], object]] = {}
     for layout, table in (("file", "{points}"), ("day directory", "{days}")):
         plain = queries.PANEL.replace("{table}", table)
@@ -96,6 +98,8 @@ def run_panel(contenders: list[Contender], sessions: Sessions, p: Params) -> dic
                 calls[f"{c.name}|{layout}, Grafana macros"] = query_call(session, c.sql(grafana))
     stats = scenarios.interleaved_latency(calls, p.panel_n, p.warmup, p.latency_budget_s)
     rows = [row(*key.split("|"), **asdict(s)) for key, s in stats.items()]
+    for r in rows:
+        r["ref_variant"] = r["variant"].replace("Grafana macros", "SQL")
     return {
         "n": p.panel_n,
         "sql": queries.PANEL,

@@ -247,7 +247,10 @@ def render_markdown(r: dict[str, Any]) -> str:
     out = [
         f"# flightsql-srv benchmark{mode}",
         "",
-        f"Run {r['date']} in {r['runtime_s']:.0f} s: `{cfg['command']}`. Contenders: {status}.",
+        f"Run {r['date']} in {r['runtime_s']:.0f} s: `{cfg['command']}`. Contenders: {status}. "
+        f"Conditions: load average {_load(cfg.get('load_average_start', []))} at the start and "
+        f"{_load(r.get('load_average_end', []))} at the end (1, 5, 15 min) on "
+        f"{r['machine']['usable_cores']} cores: other work shared the machine.",
         "",
         f"Data: {data['rows']:,} rows, a 30-day time series (20 hosts x 5 metrics, sorted by "
         f"time), as one Parquet file ({data['file_bytes'] / MB:,.1f} MB, "

@@ -25,8 +25,9 @@ def find_row(r: dict[str, Any], scenario: str, contender: str, variant: str | No
 
 
 def ratio(r: dict[str, Any], scenario: str, row: dict[str, Any], key: str, ref: str) -> Any:
-    """``row[key]`` divided by the same measure of contender ``ref``; None if ``ref`` is absent."""
-    other = find_row(r, scenario, ref, row["variant"])
+    """``row[key]`` divided by the same measure of contender ``ref`` (its row of the variant
+    named by ``row["ref_variant"]``, default ``row["variant"]``); None if ``ref`` is absent."""
+    other = find_row(r, scenario, ref, row.get("ref_variant", row["variant"]))
     if other is None or not other.get(key):
         return None
     return row[key] / other[key]
