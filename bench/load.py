@@ -37,8 +37,10 @@ from typing import Any
 
 import adbc_driver_flightsql
 import adbc_driver_flightsql.dbapi as adbc
+import grpc
 import numpy as np
 import psutil
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench import data, report
 from bench.server import running_server
@@ -101,6 +103,7 @@ class Sample:
     fds: int
     threads: int
     cpu_percent: float
+    serving: bool  # grpc.health.v1 Check answered SERVING within a second
 
 
 def expected_rows(total_rows: int, begin_us: int, end_us: int) -> int:
@@ -124,10 +127,12 @@ def slope_per_min(points: list[tuple[float, float]]) -> float:
 
 
 class ServerSampler:
-    """Samples RSS, open fds, threads and CPU of one process every ``interval`` seconds."""
+    """Samples RSS, open fds, threads, CPU and health of the server every ``interval`` s."""
 
-    def __init__(self, pid: int, interval: float) -> None:
+    def __init__(self, pid: int, interval: float, health_port: int) -> None:
         self._process = psutil.Process(pid)
+        self._channel = grpc.insecure_channel(f"127.0.0.1:{health_port}")
+        self._health = health_pb2_grpc.HealthStub(self._channel)
         self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="server-sampler", daemon=True)
@@ -144,10 +149,20 @@ class ServerSampler:
                     fds=self._process.num_fds(),
                     threads=self._process.num_threads(),
                     cpu_percent=self._process.cpu_percent(),
+                    serving=False,
                 )
         except psutil.Error:
             return  # the server is gone; the run reports that through its clients
+        sample.serving = self._serving()
         self.samples.append(sample)
+
+    def _serving(self) -> bool:
+        request = health_pb2.HealthCheckRequest(service="")
+        try:
+            status = self._health.Check(request, timeout=1.0).status
+        except grpc.RpcError:
+            return False
+        return bool(status == health_pb2.HealthCheckResponse.SERVING)
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
@@ -163,6 +178,7 @@ class ServerSampler:
         self._stop.set()
         self._thread.join()
         self.take()
+        self._channel.close()
 
 
 class Client:
@@ -294,13 +310,21 @@ def _resources(samples: list[Sample], warmup_fraction: float) -> dict[str, Any]:
             "slope_per_min": slope_per_min([(s.t, getattr(s, name)) for s in steady]),
         }
     out["cpu_percent_mean"] = float(np.mean([s.cpu_percent for s in samples]))
+    out["not_serving_samples"] = sum(not s.serving for s in samples)
+    out["samples"] = len(samples)
     return out
 
 
-def _idle_reading(pid: int, seconds: float) -> dict[str, float]:
+def _health_port(args: Any) -> int:
+    """The ``--health-port`` that :func:`bench.server.running_server` gave the server."""
+    args = list(args)
+    return int(args[args.index("--health-port") + 1])
+
+
+def _idle_reading(pid: int, seconds: float, health_port: int) -> dict[str, float]:
     """RSS, fds and threads after ``seconds`` without load: what the server keeps."""
     time.sleep(seconds)  # a fixed idle period is the measurement itself, not a wait
-    sampler = ServerSampler(pid, seconds)
+    sampler = ServerSampler(pid, seconds, health_port)
     sampler.take()
     if not sampler.samples:
         return {}
@@ -342,14 +366,15 @@ def run(config: LoadConfig) -> dict[str, Any]:
             threading.Thread(target=c.run, name=f"load-client-{i}", daemon=True)
             for i, c in enumerate(clients)
         ]
-        with ServerSampler(server.pid, config.sample_interval) as sampler:
+        health_port = _health_port(server.proc.args)
+        with ServerSampler(server.pid, config.sample_interval, health_port) as sampler:
             for thread in threads:
                 thread.start()
             for thread in threads:  # bounded: an RPC may take up to its timeout
                 thread.join(max(deadline - time.monotonic(), 0) + RPC_TIMEOUT_S + 10)
         elapsed = time.monotonic() - started
         hung = sum(thread.is_alive() for thread in threads)
-        idle = _idle_reading(server.pid, config.idle_tail)
+        idle = _idle_reading(server.pid, config.idle_tail, health_port)
         server_alive = server.proc.poll() is None
         log_tail = server.log_tail(40)
     result = {
@@ -416,6 +441,9 @@ def render_markdown(r: dict[str, Any]) -> str:
         f" server alive at the end: {r['server_alive_at_end']}; mean server CPU "
         f"{res.get('cpu_percent_mean', 0):.0f}%, clients' CPU "
         f"{r['conditions']['client_cpu_percent']:.0f}% (100% = one core).",
+        "",
+        f"Health (grpc.health.v1, every sample): NOT_SERVING or no answer in "
+        f"{res.get('not_serving_samples', 0)} of {res.get('samples', 0)} samples.",
         "",
         f"Server resources (warm-up = first {res.get('warmup_s', 0):.0f} s; slope is the "
         "least-squares fit over the rest):",
