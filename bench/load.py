@@ -1,7 +1,7 @@
 """Load and soak: N concurrent ADBC clients against a server subprocess for a fixed duration.
 
 Run ``python -m bench.load --duration 30 --clients 4`` (``--help`` for options). Each client
-thread holds one ADBC connection (reconnecting every ``--reconnect-every`` operations) and
+process holds one ADBC connection (reconnecting every ``--reconnect-every`` operations) and
 picks, at random with fixed weights:
 
 * **dashboard**: Grafana panel queries (``x-client-type: grafana``, ``query_range_begin`` /
@@ -24,8 +24,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
+import queue
 import random
+import resource
 import sys
 import threading
 import time
@@ -332,11 +335,61 @@ def _idle_reading(pid: int, seconds: float, health_port: int) -> dict[str, float
     return {"after_s": seconds, "rss_mb": s.rss_mb, "fds": s.fds, "threads": s.threads}
 
 
-def _summary(clients: list[Client], elapsed: float) -> dict[str, Any]:
+def _client_main(uri: str, config: LoadConfig, index: int, deadline: float, results: Any) -> None:
+    """One client process: run until ``deadline`` (``time.monotonic`` is system-wide on
+    Linux), then report its stats and CPU seconds."""
+    client = Client(uri, config, index, deadline)
+    try:
+        client.run()
+    finally:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        results.put((index, client.stats, usage.ru_utime + usage.ru_stime))
+
+
+def _run_clients(
+    uri: str, config: LoadConfig, deadline: float
+) -> tuple[list[Any], float, list[int | None]]:
+    """Start ``config.clients`` client processes and collect their results (bounded).
+
+    Processes, not threads: the ADBC Go driver shares per-driver state between connections
+    of one process and crashed with "concurrent map read and map write" at 8 threads; one
+    process per client also keeps the clients' Python off each other's GIL.
+
+    Returns:
+        Each finished client's stats, their CPU seconds, and every client's exit code.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(
+            target=_client_main, args=(uri, config, i, deadline, results), name=f"load-client-{i}"
+        )
+        for i in range(config.clients)
+    ]
+    for proc in procs:
+        proc.start()
+    stats, cpu = [], 0.0
+    for _ in procs:  # read before joining: a child blocks until its result is taken
+        wait = max(deadline - time.monotonic(), 0) + RPC_TIMEOUT_S + 30
+        try:
+            _, client_stats, client_cpu = results.get(timeout=wait)
+        except queue.Empty:
+            break
+        stats.append(client_stats)
+        cpu += client_cpu
+    for proc in procs:
+        proc.join(10)
+        if proc.is_alive():  # a client that never reported: stop it, count it as hung
+            proc.kill()
+            proc.join(10)
+    return stats, cpu, [proc.exitcode for proc in procs]
+
+
+def _summary(clients: list[dict[str, KindStats]], elapsed: float) -> dict[str, Any]:
     kinds: dict[str, Any] = {}
     for kind in KINDS:
-        latencies = [x for c in clients for x in c.stats[kind].latencies]
-        errors = [e for c in clients for e in c.stats[kind].errors]
+        latencies = [x for c in clients for x in c[kind].latencies]
+        errors = [e for c in clients for e in c[kind].errors]
         kinds[kind] = {
             "ok": len(latencies),
             "errors": len(errors),
@@ -355,25 +408,15 @@ def run(config: LoadConfig) -> dict[str, Any]:
     dataset = data.ensure_dataset(config.rows, config.data_dir)
     days = data.ensure_days(dataset)
     load_before = os.getloadavg()
-    own = psutil.Process()
-    own_cpu = sum(own.cpu_times()[:2])
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     with running_server(dataset.path, days) as server:
         started = time.monotonic()
         deadline = started + config.duration
-        clients = [Client(server.uri, config, i, deadline) for i in range(config.clients)]
-        threads = [
-            threading.Thread(target=c.run, name=f"load-client-{i}", daemon=True)
-            for i, c in enumerate(clients)
-        ]
         health_port = _health_port(server.proc.args)
         with ServerSampler(server.pid, config.sample_interval, health_port) as sampler:
-            for thread in threads:
-                thread.start()
-            for thread in threads:  # bounded: an RPC may take up to its timeout
-                thread.join(max(deadline - time.monotonic(), 0) + RPC_TIMEOUT_S + 10)
+            clients, client_cpu, exit_codes = _run_clients(server.uri, config, deadline)
+        hung = config.clients - len(clients)  # crashed or stuck: never reported
         elapsed = time.monotonic() - started
-        hung = sum(thread.is_alive() for thread in threads)
         idle = _idle_reading(server.pid, config.idle_tail, health_port)
         server_alive = server.proc.poll() is None
         log_tail = server.log_tail(40)
@@ -389,12 +432,13 @@ def run(config: LoadConfig) -> dict[str, Any]:
             "loadavg_before": load_before,
             "loadavg_after": os.getloadavg(),
             # the clients share the cores with the server: their CPU is part of the picture
-            "client_cpu_percent": 100 * (sum(own.cpu_times()[:2]) - own_cpu) / elapsed,
+            "client_cpu_percent": 100 * client_cpu / elapsed,
             "note": "shared machine: other processes may compete for the cores",
         },
         "elapsed_s": elapsed,
         "kinds": _summary(clients, elapsed),
         "hung_clients": hung,
+        "client_exit_codes": exit_codes,
         "server_alive_at_end": server_alive,
         "server_log_tail": log_tail,
         "resources": _resources(sampler.samples, config.warmup_fraction),
@@ -437,7 +481,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        f"Errors: **{r['errors_total']}**; clients still running at the end: {r['hung_clients']};"
+        f"Errors: **{r['errors_total']}**; clients that never reported: {r['hung_clients']};"
         f" server alive at the end: {r['server_alive_at_end']}; mean server CPU "
         f"{res.get('cpu_percent_mean', 0):.0f}%, clients' CPU "
         f"{r['conditions']['client_cpu_percent']:.0f}% (100% = one core).",
