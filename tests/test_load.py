@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from bench.load import LoadConfig, expected_rows, run, slope_per_min
+from bench.load import LoadConfig, expected_rows, render_markdown, run, slope_per_min
 
 #: After warm-up, fds and threads may wander by a few (connections opening and closing,
 #: pool threads parking) but must not exceed what warm-up reached by more than this.
@@ -34,7 +34,9 @@ def out_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def result(out_dir: Path) -> dict[str, Any]:
     config = LoadConfig(duration=30, clients=4, idle_tail=5, out=out_dir)
-    return run(config)
+    result = run(config)
+    print(render_markdown(result))  # in the log of a failing run
+    return result
 
 
 def test_expected_rows_matches_the_data_layout() -> None:
