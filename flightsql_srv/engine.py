@@ -33,11 +33,16 @@ from flightsql_srv.results import (
     portable_schema,
 )
 from flightsql_srv.sessions import SessionOptions
-from flightsql_srv.sqltext import placeholders
+from flightsql_srv.sqltext import operator_counts, placeholders
 
 __all__ = ["Engine", "Plan", "Visibility", "MAX_SQL_BYTES", "execution_error"]
 
 MAX_SQL_BYTES = 1024 * 1024
+#: DataFusion plans chains of operators and of UNION/INTERSECT/EXCEPT recursively, and a
+#: long enough chain overflows a thread's stack and kills the process (about 10,000
+#: operators or 4,000 set operations with 8 MiB stacks): refuse queries well before that.
+MAX_OPERATORS = 2500
+MAX_SET_OPERATIONS = 500
 _READ_ONLY = SQLOptions().with_allow_ddl(False).with_allow_dml(False).with_allow_statements(False)
 _REJECTED = re.compile(r"(DDL|DML|Statement) not supported: (\w+)")
 #: Logical plan node names that would change state; a Substrait plan must not contain them.
@@ -198,6 +203,7 @@ class Engine:
             raise InvalidArgument("the query is empty: send a SQL statement")
         if len(sql.encode()) > MAX_SQL_BYTES:
             raise InvalidArgument(f"the query is longer than {MAX_SQL_BYTES} bytes")
+        _check_depth(sql)
         options = options or SessionOptions()
         variant = Variant(options, 0, visible, fixed_partitions=fixed_partitions)
         ctx, values = self.contexts.scoped(variant, bounds)
@@ -256,6 +262,20 @@ class Engine:
     def parameter_schema(self, sql: str) -> pa.Schema:
         """One field per placeholder, named after it; types are unknown (``null``)."""
         return pa.schema([pa.field(name, pa.null()) for name in placeholders(sql)])
+
+
+def _check_depth(sql: str) -> None:
+    operators, set_operations = operator_counts(sql)
+    if set_operations > MAX_SET_OPERATIONS:
+        raise InvalidArgument(
+            f"the query has {set_operations} UNION/INTERSECT/EXCEPT; at most "
+            f"{MAX_SET_OPERATIONS} are allowed: split it into several queries"
+        )
+    if operators > MAX_OPERATORS:
+        raise InvalidArgument(
+            f"the query has {operators} operators; at most {MAX_OPERATORS} are allowed: "
+            "use IN (...) lists instead of long OR chains, or split the query"
+        )
 
 
 def _refuse_writes(plan: LogicalPlan) -> None:

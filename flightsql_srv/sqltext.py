@@ -7,9 +7,18 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-__all__ = ["Segment", "segments", "placeholders", "quote_name", "NON_CODE_PATTERN"]
+__all__ = [
+    "Segment",
+    "segments",
+    "placeholders",
+    "operator_counts",
+    "quote_name",
+    "NON_CODE_PATTERN",
+]
 
 _PLACEHOLDER = re.compile(r"\$(\d+|[A-Za-z_][A-Za-z0-9_]*)")
+_SET_OPERATION = re.compile(r"\b(?:UNION|INTERSECT|EXCEPT)\b", re.IGNORECASE)
+_OPERATOR = re.compile(r"\b(?:AND|OR)\b|\|\||<>|!=|<=|>=|[-+*/%<>=]", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,17 @@ def placeholders(sql: str) -> list[str]:
             if not name.startswith("__") and name not in found:
                 found.append(name)
     return found
+
+
+def operator_counts(sql: str) -> tuple[int, int]:
+    """(binary operators, set operations) in the code of ``sql``: the engine plans chains
+    of them recursively, so their number bounds how deep planning goes."""
+    operators = set_operations = 0
+    for seg in segments(sql):
+        if seg.code:
+            operators += sum(1 for _ in _OPERATOR.finditer(sql, seg.start, seg.end))
+            set_operations += sum(1 for _ in _SET_OPERATION.finditer(sql, seg.start, seg.end))
+    return operators, set_operations
 
 
 def quote_name(name: str) -> str:

@@ -83,6 +83,45 @@ def test_oversized_query_is_invalid_argument(client: flight.FlightClient) -> Non
     )
 
 
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        # Each of these took the server down (stack overflow in planning) before the limit.
+        (" union all ".join(f"select {i} as x" for i in range(4000)), r"3999 UNION.*at most 500"),
+        ("select " + "+".join(["1"] * 12_000), r"11999 operators; at most 2500"),
+        ("select 1 where " + " or ".join(f"1 = {i}" for i in range(6000)), r"use IN \(\.\.\.\)"),
+    ],
+    ids=["union-chain", "plus-chain", "or-chain"],
+)
+def test_query_too_deep_to_plan_is_invalid_argument(
+    client: flight.FlightClient, sql: str, message: str
+) -> None:
+    assert_flight_error(
+        lambda: client.get_flight_info(statement_descriptor(sql)), pa.ArrowInvalid, message
+    )
+    assert (
+        client.do_get(
+            client.get_flight_info(statement_descriptor("select 1 as x")).endpoints[0].ticket
+        )
+        .read_all()
+        .num_rows
+        == 1
+    )
+
+
+def test_large_queries_below_the_depth_limits_run(client: flight.FlightClient) -> None:
+    """Long IN lists, quoted operators and a few hundred unions are fine."""
+    for sql in (
+        "select count(*) as n from demo.metrics where host in ("
+        + ",".join(f"'host-{i:02d}'" for i in range(20_000))
+        + ")",
+        "select '" + "+" * 10_000 + "' as x -- " + "or " * 5000,
+        " union all ".join(f"select {i} as x" for i in range(300)),
+    ):
+        info = client.get_flight_info(statement_descriptor(sql))
+        assert client.do_get(info.endpoints[0].ticket).read_all().num_rows >= 1
+
+
 # -- read-only -------------------------------------------------------------------------
 
 WRITES = [
