@@ -25,7 +25,12 @@ from flightsql_srv.batches import batch_rows_for, split
 from flightsql_srv.catalog import SchemaDecl
 from flightsql_srv.config import Settings
 from flightsql_srv.contexts import Contexts, Variant, Visibility
-from flightsql_srv.errors import InvalidArgument, ReadOnlyViolation, ResourceExhausted
+from flightsql_srv.errors import (
+    InvalidArgument,
+    ReadOnlyViolation,
+    ResourceExhausted,
+    SourceUnavailable,
+)
 from flightsql_srv.results import (
     grafana_reader,
     grafana_schema,
@@ -45,6 +50,12 @@ MAX_OPERATORS = 2500
 MAX_SET_OPERATIONS = 500
 _READ_ONLY = SQLOptions().with_allow_ddl(False).with_allow_dml(False).with_allow_statements(False)
 _REJECTED = re.compile(r"(DDL|DML|Statement) not supported: (\w+)")
+#: How object_store reports a storage service it could not reach (not a bad query).
+_UNREACHABLE = re.compile(
+    r"error sending request|connection refused|dns error|tcp connect error|"
+    r"connection reset|operation timed out|Service Unavailable|503 Service",
+    re.IGNORECASE,
+)
 #: Logical plan node names that would change state; a Substrait plan must not contain them.
 _WRITE_NODES = re.compile(r"^(Dml|Ddl|Copy|Create|Drop|Insert|Statement|SetVariable)")
 
@@ -135,9 +146,13 @@ def _batches(first: pa.RecordBatch | None, rest: pa.RecordBatchReader) -> Iterat
         yield from split(batch)
 
 
-def execution_error(exc: BaseException) -> InvalidArgument | ResourceExhausted:
+def execution_error(
+    exc: BaseException,
+) -> InvalidArgument | ResourceExhausted | SourceUnavailable:
     """The client-facing error for a failure while a query runs."""
     message = _clean(exc)
+    if _UNREACHABLE.search(message):
+        return _unreachable(message)
     if "Resources exhausted" in message:
         return ResourceExhausted(
             f"query needs more memory than memory_limit allows: {message}; "
@@ -312,8 +327,16 @@ def _clean(exc: BaseException) -> str:
     return str(exc).strip()
 
 
-def _planning_error(exc: BaseException) -> InvalidArgument:
+def _unreachable(message: str) -> SourceUnavailable:
+    return SourceUnavailable(
+        f"a table's storage could not be reached: {message}; retry once it is back"
+    )
+
+
+def _planning_error(exc: BaseException) -> InvalidArgument | SourceUnavailable:
     message = _clean(exc)
+    if _UNREACHABLE.search(message):
+        return _unreachable(message)
     rejected = _REJECTED.search(message)
     if rejected:
         return ReadOnlyViolation(

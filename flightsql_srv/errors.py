@@ -64,6 +64,10 @@ class Overloaded(ServiceError, flight.FlightUnavailableError):  # type: ignore[m
     """Too many queries right now (UNAVAILABLE: retry later, possibly elsewhere)."""
 
 
+class SourceUnavailable(ServiceError, flight.FlightUnavailableError):  # type: ignore[misc]
+    """A table's storage could not be reached (UNAVAILABLE: retry once it is back)."""
+
+
 # Keep the class names short: pyarrow prints them in the status detail.
 for _cls in (InvalidArgument, ReadOnlyViolation, NotFound, Unimplemented):
     _cls.__module__ = "builtins"

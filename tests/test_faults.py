@@ -538,12 +538,6 @@ def test_object_store_outage_mid_query_then_recovery(outage: Outage) -> None:
     assert outage.after_restart == {"n": [FILES * FILE_ROWS]}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: an unreachable object store is reported as INVALID_ARGUMENT (ADBC: "
-    "ProgrammingError, i.e. 'your SQL is wrong'); a transient outage should be UNAVAILABLE "
-    "(retryable, as DESIGN.md has for an unreachable identity provider)",
-)
 def test_object_store_outage_is_unavailable(outage: Outage) -> None:
     for error in (outage.mid_stream, outage.while_down):
         assert isinstance(error, flight.FlightUnavailableError), repr(error)
