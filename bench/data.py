@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,15 +169,21 @@ def split_by_day(source: Path, root: Path) -> int:
 
 
 def ensure_days(dataset: Dataset) -> Path:
-    """The cached day-partitioned copy of ``dataset`` (split into a temporary directory that
-    is renamed into place, so an interrupted split is never used)."""
+    """The cached day-partitioned copy of ``dataset``."""
     root = dataset.path.with_name(dataset.path.stem + "_days")
+    return ensure_directory(root, lambda tmp: split_by_day(dataset.path, tmp))
+
+
+def ensure_directory(root: Path, write: Callable[[Path], object]) -> Path:
+    """``root``, written by ``write`` when missing: into a temporary directory renamed into
+    place once complete, so an interrupted run is never used."""
     if (root / _DONE).exists():
         return root
+    root.parent.mkdir(parents=True, exist_ok=True)
     tmp = root.with_name(f"{root.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        split_by_day(dataset.path, tmp)
+        write(tmp)
         (tmp / _DONE).write_text("")
         shutil.rmtree(root, ignore_errors=True)
         os.replace(tmp, root)

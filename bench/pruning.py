@@ -13,9 +13,7 @@ groups pruned, bytes scanned. Results go to ``bench/results/pruning.md``.
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import shutil
 import sys
 import tempfile
 import time
@@ -27,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bench.data import ensure_directory
 from flightsql_srv.catalog import load_catalog
 from flightsql_srv.config import Settings
 from flightsql_srv.contexts import Variant
@@ -49,7 +48,6 @@ HOSTS = tuple(f"host-{i:02d}" for i in range(20))
 ROW_GROUP_ROWS = 64 * 1024
 QUERY = "select count(*), avg(value) from bench.t"
 _FORMAT_VERSION = 1  # bump when the generated content changes
-_DONE = "_COMPLETE"
 
 
 @dataclass(frozen=True)
@@ -70,19 +68,7 @@ def ensure_days(days: int, rows: int, data_dir: Path = DATA_DIR, seed: int = 7) 
     """The cached ``day=YYYY-MM-DD/part-0.parquet`` directory; generated (into a temporary
     directory renamed into place) when missing."""
     root = data_dir / f"pruning_{days}d_{rows}_seed{seed}_v{_FORMAT_VERSION}"
-    if (root / _DONE).exists():
-        return root
-    data_dir.mkdir(parents=True, exist_ok=True)
-    tmp = data_dir / f"{root.name}.{os.getpid()}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        write_days(tmp, days, rows, seed)
-        (tmp / _DONE).write_text("")
-        shutil.rmtree(root, ignore_errors=True)
-        os.replace(tmp, root)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
+    return ensure_directory(root, lambda tmp: write_days(tmp, days, rows, seed))
 
 
 def write_days(root: Path, days: int, rows: int, seed: int = 7, files_per_day: int = 1) -> None:

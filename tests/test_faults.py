@@ -42,7 +42,10 @@ SLOW_FIRST_BATCH = "select count(distinct md5(cast(value as varchar))) as n from
 #: ~2 KB rows, far more of them than any buffer holds (200 GB if materialised).
 WIDE = "select value, repeat('x', 2000) as pad from range(100000000) as t(value)"
 #: Takes DataFusion over a second to plan on the reference machine (and nothing to run).
-SLOW_PLAN = " union all ".join(f"select {i} as x" for i in range(2000))
+# Slow to plan (about 0.7 s here) yet within the server's depth limits: 400 wide branches.
+SLOW_PLAN = " union all ".join(
+    "select " + ", ".join(f"{j} as c{j}" for j in range(150)) for _ in range(400)
+)
 
 
 # --- helpers -------------------------------------------------------------------------------
