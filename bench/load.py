@@ -58,7 +58,7 @@ _SERIES = len(data.HOSTS) * len(data.METRICS)
 
 #: The same rows twice: one Parquet file, and one file per day (bench.server's catalog).
 TABLES = ("bench.points", "bench.points_days")
-#: Grafana panels as the dashboard in deploy/grafana writes them, on the benchmark table.
+#: Grafana-style panels (time series, stat, table) on either benchmark table.
 DASHBOARD_SQL = (
     "select $__timeGroup(time, '5m') as time, host, avg(value) as value from {table} "
     "where $__timeFilter(time) and metric = 'cpu' group by 1, 2 order by 1",
