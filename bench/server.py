@@ -148,14 +148,15 @@ def supervised(
     workdir: Path,
     probe: Callable[[ServerProcess], None],
     ready_timeout: float = 60.0,
+    cwd: Path = ROOT,
 ) -> Iterator[ServerProcess]:
-    """Start ``cmd`` (output to ``workdir/<name>.log``), yield once ``probe`` passes, and
-    always stop it on the way out."""
+    """Start ``cmd`` in ``cwd`` (output to ``workdir/<name>.log``), yield once ``probe``
+    passes, and always stop it on the way out."""
     log_path = workdir / f"{name}.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             cmd,
-            cwd=ROOT,
+            cwd=cwd,
             env=os.environ.copy(),
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -171,9 +172,10 @@ def supervised(
 
 @contextmanager
 def running_server(
-    parquet: Path, days: Path, ready_timeout: float = 60.0
+    parquet: Path, days: Path, ready_timeout: float = 60.0, server_root: Path = ROOT
 ) -> Iterator[ServerProcess]:
-    """Serve ``parquet`` as ``bench.points`` and ``days`` as ``bench.points_days``."""
+    """Serve ``parquet`` as ``bench.points`` and ``days`` as ``bench.points_days``, with the
+    ``flightsql_srv`` package of ``server_root`` (another checkout, for comparisons)."""
     with tempfile.TemporaryDirectory(prefix="flightsql-bench-") as tmp:
         catalog = Path(tmp) / "catalog"
         catalog.mkdir()
@@ -198,7 +200,7 @@ def running_server(
             "warning",
         ]
         with supervised(
-            "flightsql-srv", cmd, port, Path(tmp), flight_probe, ready_timeout
+            "flightsql-srv", cmd, port, Path(tmp), flight_probe, ready_timeout, server_root
         ) as server:
             yield server
 
