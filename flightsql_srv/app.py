@@ -134,6 +134,13 @@ class Service:
                 "no ticket_secret configured: using a random one; replicas behind one load "
                 "balancer must share FLIGHTSQL_SRV_TICKET_SECRET"
             )
+        if not settings.auth.enabled and settings.allow_unauthenticated:
+            # Before the port opens: a call may be answered before start() runs.
+            log.warning(
+                "authentication is OFF and --allow-unauthenticated is set: anyone who can "
+                "reach this port can read every table",
+                extra={"fields": {"host": settings.host}},
+            )
         self.user_macros = load_user_macros(settings.macros_dir)
         self.metrics = Metrics()
         self.metrics.catalog_problems.set(len(self.engine.contexts.problems))
@@ -224,12 +231,6 @@ class Service:
         self.health.start()
         if self._watcher is not None:
             self._watcher.start()
-        if not self.settings.auth.enabled and self.settings.allow_unauthenticated:
-            log.warning(
-                "authentication is OFF and --allow-unauthenticated is set: anyone who can "
-                "reach this port can read every table",
-                extra={"fields": {"host": self.settings.host}},
-            )
         log.info(
             "serving",
             extra={
