@@ -19,11 +19,17 @@ from bench.load import LoadConfig, expected_rows, render_markdown, run, slope_pe
 #: pool threads parking) but must not exceed what warm-up reached by more than this.
 FD_SLACK = 6
 THREAD_SLACK = 4
-#: RSS after warm-up: allocator caches make it noisy (±100 MB between 0.5 s samples), so the
-#: slope bound is loose; retaining one 3-day scan result (~3 MB) per query, at the several
-#: scans a second this run makes, would still cross it.
-RSS_SLOPE_MB_PER_MIN = 1200.0
-RSS_ABOVE_WARMUP_PEAK_MB = 300.0
+#: Under load RSS climbs for a minute or more to a plateau near 2 GB (docs/reliability.md:
+#: the 20-minute soak peaked at 2.4 GB) and swings ±250 MB, so in 30 s only a gross leak can
+#: fail the slope and ceiling bounds...
+RSS_SLOPE_MB_PER_MIN = 2400.0
+RSS_CEILING_MB = 3000.0
+#: ...while what the server keeps is measured once the load stops: 20 s later RSS was 320-650
+#: MB above its start in test runs (when the allocators give memory back varies). Keeping
+#: half a megabyte per operation (~2,000 operations here) would cross this bound; smaller
+#: leaks are the 10- and 20-minute soaks' job.
+IDLE_TAIL_S = 20.0
+RSS_KEPT_MB = 1000.0
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +39,7 @@ def out_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def result(out_dir: Path) -> dict[str, Any]:
-    config = LoadConfig(duration=30, clients=4, idle_tail=5, out=out_dir)
+    config = LoadConfig(duration=30, clients=4, idle_tail=IDLE_TAIL_S, out=out_dir)
     result = run(config)
     print(render_markdown(result))  # in the log of a failing run
     return result
@@ -72,7 +78,14 @@ def test_resources_stay_flat_after_warmup(result: dict[str, Any]) -> None:
     assert fds["end"] <= fds["after_warmup"] + FD_SLACK, fds
     assert threads["steady_max"] <= threads["warmup_peak"] + THREAD_SLACK, threads
     assert rss["slope_per_min"] <= RSS_SLOPE_MB_PER_MIN, rss
-    assert rss["steady_max"] <= rss["warmup_peak"] + RSS_ABOVE_WARMUP_PEAK_MB, rss
+    assert rss["peak"] <= RSS_CEILING_MB, rss
+
+
+def test_resources_are_given_back_when_idle(result: dict[str, Any]) -> None:
+    start, idle = result["resources"], result["idle_after"]
+    assert idle["rss_mb"] <= start["rss_mb"]["start"] + RSS_KEPT_MB, (start["rss_mb"], idle)
+    assert idle["fds"] <= start["fds"]["start"] + FD_SLACK, idle
+    assert idle["threads"] <= start["threads"]["start"] + THREAD_SLACK, idle
 
 
 def test_report_files_are_written(result: dict[str, Any], out_dir: Path) -> None:
