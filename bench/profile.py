@@ -32,6 +32,9 @@ from bench.queries import PANEL_GRAFANA, SELECT1, grafana_headers, render
 __all__ = ["PHASES", "classify", "main"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
+#: Samples per second. Native stacks need the process paused for each sample, so keep the
+#: rate low enough not to change what is measured.
+RATE = 100
 
 #: (phase, stack fragments): a sample belongs to the first phase one of whose fragments is
 #: in its stack. Order matters: specific phases before the RPC that contains them.
@@ -46,6 +49,29 @@ PHASES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Arrow Flight / gRPC (C++: IPC, transport)", ("libarrow_flight", "libgrpc", "cygrpc")),
 )
 OTHER = "other (interpreter, allocator, threads)"
+#: Frames that mean a thread is waiting, not working. py-spy cannot tell idle threads apart
+#: in native mode, so a sample whose innermost frames wait is left out.
+_WAITING = (
+    "acquire_lock",
+    "Condition.wait",
+    "Event.wait",
+    "Future.result",
+    "SimpleQueue_get",
+    "epoll_wait",
+    "pthread_cond",
+    "sem_wait",
+    "futex",
+    "nanosleep",
+    "time_sleep",
+    "select (",
+    "poll (",
+)
+
+
+def waiting(stack: str) -> bool:
+    """Whether the innermost frames of ``stack`` wait (lock, queue, poll, sleep)."""
+    inner = stack.split(";")[-4:]
+    return any(marker in frame for frame in inner for marker in _WAITING)
 
 
 def classify(stack: str) -> str:
@@ -77,7 +103,7 @@ def _read_samples(path: Path) -> tuple[Counter[str], Counter[str]]:
     functions: Counter[str] = Counter()
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
+        if not stack or not count.isdigit() or waiting(stack):
             continue
         phases[classify(stack)] += int(count)
         ours = [f for f in stack.split(";") if "flightsql_srv" in f]
@@ -93,13 +119,14 @@ def profile_workload(
     for _ in range(20):  # warm caches and connections first
         query()
     with tempfile.TemporaryDirectory(prefix="flightsql-profile-") as tmp:
-        raw = Path(tmp) / "samples.txt"
-        spy = subprocess.Popen(
-            [py_spy, "record", "--native", "--nonblocking", "--rate", "200", "--format", "raw"]
-            + ["--output", str(raw), "--pid", str(pid), "--duration", str(int(seconds))],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        raw, log = Path(tmp) / "samples.txt", Path(tmp) / "py-spy.log"
+        with open(log, "wb") as log_file:
+            spy = subprocess.Popen(
+                [py_spy, "record", "--native", "--rate", str(RATE), "--format", "raw"]
+                + ["--output", str(raw), "--pid", str(pid), "--duration", str(int(seconds))],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
         try:
             time.sleep(0.5)  # py-spy attaches
             started, queries = time.monotonic(), 0
@@ -109,6 +136,8 @@ def profile_workload(
             elapsed = time.monotonic() - started
         finally:
             spy.wait(timeout=seconds + 60)
+        if not raw.exists():
+            raise RuntimeError(f"py-spy wrote no samples: {log.read_text(errors='replace')}")
         phases, functions = _read_samples(raw)
     return Profile(name, queries, elapsed, phases, functions)
 
@@ -120,7 +149,7 @@ def render_report(profiles: list[Profile], label: str, root: Path) -> str:
         "",
         f"Run {datetime.now(UTC).isoformat(timespec='seconds')}: "
         f"`python -m bench.profile --label {label}` with the server from `{root}`. py-spy "
-        "samples the server process (200 Hz, native frames, idle threads left out) while one "
+        f"samples the server process ({RATE} Hz, native frames, idle threads left out) while one "
         "ADBC client loops over each workload on the same machine. Shares are of the server's "
         "busy samples; a sample is put in the first phase whose frames it contains.",
         "",

@@ -41,3 +41,16 @@ def test_raw_samples_are_counted_by_phase_and_function(tmp_path: Path) -> None:
     report = render_report([Profile("SELECT 1", 100, 2.0, phases, functions)], "test", tmp_path)
     assert "| GetFlightInfo: DataFusion planning | 30.0 % |" in report
     assert "100 queries in 2.0 s (50.0/s), 10 busy samples" in report
+
+
+def test_waiting_threads_are_left_out(tmp_path: Path) -> None:
+    waits = (
+        "Executor.run (flightsql_srv/execution.py:62);"
+        "Future.result (concurrent/futures/_base.py:451);"
+        "Condition.wait (threading.py:331);PyThread_acquire_lock_timed (libpython3.11.so);"
+        "0x7f (libc.so.6)"
+    )
+    raw = tmp_path / "samples.txt"
+    raw.write_text(f"{waits} 7\n{PLAN} 3\n")
+    phases, _ = _read_samples(raw)
+    assert sum(phases.values()) == 3
