@@ -37,11 +37,11 @@ from tests.seaweed import Seaweed, seaweed_server, weed_binary
 POINTS_ROWS = 400_000
 #: Never ends on its own: 2 G rows of md5 text, produced as fast as the client reads.
 ENDLESS = "select md5(cast(value as varchar)) as h from range(2000000000)"
-#: Slow first batch (seconds of CPU before any row), then a single row.
-SLOW_FIRST_BATCH = "select count(distinct md5(cast(value as varchar))) as n from range(1500000)"
+#: Slow first batch (seconds of CPU before any row, even on an idle machine, so that a 0.5 s
+#: deadline expires first), then a single row.
+SLOW_FIRST_BATCH = "select count(distinct md5(cast(value as varchar))) as n from range(6000000)"
 #: ~2 KB rows, far more of them than any buffer holds (200 GB if materialised).
 WIDE = "select value, repeat('x', 2000) as pad from range(100000000) as t(value)"
-#: Takes DataFusion over a second to plan on the reference machine (and nothing to run).
 # Slow to plan (about 0.7 s here) yet within the server's depth limits: 400 wide branches.
 SLOW_PLAN = " union all ".join(
     "select " + ", ".join(f"{j} as c{j}" for j in range(150)) for _ in range(400)
