@@ -14,7 +14,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from flightsql_srv.protocol import pack, sql_pb2
 from tests.conftest import free_port, server_process
 
-ROWS = 200_000
+#: Far more than gRPC and socket buffers hold (~100 MB), so the stream is still being served
+#: while the test checks health: a smaller result could be fully buffered, and the server
+#: drained and gone, before the first health check.
+ROWS = 2_000_000
 
 
 def _descriptor(sql: str) -> flight.FlightDescriptor:
@@ -53,7 +56,7 @@ def test_sigterm_drains_slow_reader_and_exits_zero() -> None:
             except StopIteration:
                 break
             received += chunk.data.num_rows
-            time.sleep(0.05)
+            time.sleep(0.01)
         assert received == ROWS
         client.close()
         assert proc.wait(timeout=30) == 0
