@@ -24,8 +24,9 @@ import pyarrow as pa
 from datafusion import RuntimeEnvBuilder, SessionConfig, SessionContext
 from datafusion.catalog import Schema
 
-from flightsql_srv.catalog import SchemaDecl, prepare_context, register_catalog
+from flightsql_srv.catalog import SchemaDecl
 from flightsql_srv.config import Settings
+from flightsql_srv.registration import prepare_context, register_catalog
 from flightsql_srv.sessions import DEFAULT_SCHEMA, SessionOptions
 from flightsql_srv.sqltext import quote_name
 

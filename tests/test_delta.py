@@ -13,7 +13,8 @@ import pytest
 from datafusion import SessionContext
 from deltalake import DeltaTable, write_deltalake
 
-from flightsql_srv.catalog import CatalogError, load_catalog, register_catalog
+from flightsql_srv.catalog import CatalogError, load_catalog
+from flightsql_srv.registration import register_catalog
 from tests.conftest import free_port, running_server
 from tests.helpers import assert_flight_error
 from tests.seaweed import Seaweed, seaweed_server

@@ -22,7 +22,8 @@ import pytest
 from datafusion import SessionContext
 
 from flightsql_srv import stores
-from flightsql_srv.catalog import CatalogError, CatalogProblem, load_catalog, register_catalog
+from flightsql_srv.catalog import CatalogError, CatalogProblem, load_catalog
+from flightsql_srv.registration import register_catalog
 from tests.conftest import free_port, running_server
 from tests.helpers import assert_flight_error
 from tests.seaweed import Seaweed, seaweed_server
