@@ -18,7 +18,7 @@ from datafusion import SessionContext, col
 from datafusion.catalog import Schema
 from datafusion.expr import SortExpr
 
-from flightsql_srv import delta, demo, stores
+from flightsql_srv import delta, demo, objectstores
 from flightsql_srv.catalog import CatalogError, CatalogProblem, SchemaDecl, TableDecl
 
 __all__ = ["prepare_context", "register_catalog"]
@@ -55,7 +55,7 @@ def _prepare(ctx: SessionContext, schemas: list[SchemaDecl]) -> dict[tuple[Any, 
     bindings = [
         t.store for s in schemas for t in s.tables if t.store is not None and t.format != "delta"
     ]
-    return {b.key: reason for b, reason in stores.register_object_stores(ctx, bindings)}
+    return {b.key: reason for b, reason in objectstores.register_object_stores(ctx, bindings)}
 
 
 def register_catalog(
@@ -157,7 +157,7 @@ def _register(ctx: SessionContext, table: TableDecl) -> None:
             table.source,
             version=table.options.get("version"),
             timestamp=table.options.get("timestamp"),
-            storage_options=stores.storage_options(table.store) if table.store else None,
+            storage_options=objectstores.storage_options(table.store) if table.store else None,
         )
     else:
         assert table.source is not None and table.format is not None

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 from datafusion import SessionContext
 
-from flightsql_srv import stores
+from flightsql_srv import objectstores
 from flightsql_srv.catalog import CatalogError, CatalogProblem, load_catalog
 from flightsql_srv.registration import register_catalog
 from tests.conftest import free_port, running_server
@@ -523,14 +523,14 @@ def test_gcs_and_azure_stores_build_offline(
         "adls": "abfss://acct.dfs.core.windows.net",
         "nameless": "az://other",
     }
-    failed = stores.register_object_stores(SessionContext(), bindings.values())
+    failed = objectstores.register_object_stores(SessionContext(), bindings.values())
     assert [(b.url, reason) for b, reason in failed] == [
         (
             "az://other",
             'no storage account: set account = "..." in the store or AZURE_STORAGE_ACCOUNT_NAME',
         )
     ]
-    assert stores.storage_options(bindings["blob"]) == {
+    assert objectstores.storage_options(bindings["blob"]) == {
         "AZURE_STORAGE_ACCOUNT_NAME": "acct",
         "AZURE_STORAGE_ACCOUNT_KEY": "a2V5",
     }
