@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
+from flightsql_srv.app import Service
 from flightsql_srv.protocol import pack, sql_pb2
 from tests.conftest import free_port, running_server, server_process
 
@@ -79,15 +80,21 @@ def test_query_timeout_stops_slow_first_batch_and_slow_stream() -> None:
         client = flight.connect(f"grpc://127.0.0.1:{service.port}")
         with pytest.raises(flight.FlightTimedOutError, match="query_timeout"):
             _open(client, HEAVY).read_all()
+        _wait_until_idle(service)  # the abandoned first batch frees its slot later
+        # With the engine idle again, this first batch is quick; the slow reader is not.
         reader = _open(client, "select * from demo.metrics")
         with pytest.raises(flight.FlightTimedOutError, match="query_timeout"):
             while True:
                 reader.read_chunk()
                 time.sleep(0.1)
-        deadline = time.monotonic() + 30  # the abandoned first batch frees its slot later
-        while service.admission.running and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert service.admission.running == 0
+        _wait_until_idle(service)
+
+
+def _wait_until_idle(service: Service) -> None:
+    deadline = time.monotonic() + 30
+    while service.admission.running and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert service.admission.running == 0
 
 
 def test_memory_limit_gives_resource_exhausted_not_oom() -> None:
