@@ -185,7 +185,9 @@ def explain_analyze(
     """The ``EXPLAIN ANALYZE`` text of ``sql`` in the context the engine plans it in (with
     ``bounds``, the one whose time-series tables are range-filtered), and its run time."""
     engine.plan(sql, bounds=bounds)  # the same checks and context as a real query
-    ctx, values = engine.contexts.scoped(Variant(SessionOptions(schema="bench")), bounds)
+    variant = Variant(SessionOptions(schema="bench"), bounded=bounds is not None)
+    ctx = engine.contexts.get(variant)
+    values = engine.contexts.range_values(bounds) if bounds is not None else {}
     started = time.perf_counter()
     rows = ctx.sql(f"explain analyze {sql}", param_values=values or None).to_pylist()
     elapsed = time.perf_counter() - started

@@ -8,7 +8,7 @@ or listing is copied. Variants are cached (bounded, least recently used out).
 
 In a bounded variant, every table with a ``time_column`` is a view filtering that column
 between two placeholders of its own; a query binds them to its range (see
-:meth:`Contexts.scoped`). Ranges rarely repeat, so binding them as values lets every ranged
+:meth:`Contexts.range_values`). Ranges rarely repeat, so binding them as values lets every ranged
 query reuse one context, its plans' providers and its Parquet metadata cache.
 """
 
@@ -30,14 +30,14 @@ from flightsql_srv.registration import prepare_context, register_catalog
 from flightsql_srv.sessions import DEFAULT_SCHEMA, SessionOptions
 from flightsql_srv.sqltext import quote_name
 
-__all__ = ["Contexts", "Variant", "Visibility", "RANGE_PLACEHOLDER_PREFIX"]
+__all__ = ["Contexts", "Variant", "Visibility"]
 
 #: The (schema, table) pairs a caller may read; None means every table.
 Visibility = frozenset[tuple[str, str]] | None
 _MAX_CONTEXTS = 64
 #: Placeholders of bounded views are named ``$__range_<i>_begin``/``_end``; user SQL cannot
 #: clash with them because they are bound only in the views (unknown values are ignored).
-RANGE_PLACEHOLDER_PREFIX = "__range_"
+_RANGE_PLACEHOLDER_PREFIX = "__range_"
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class Variant:
     rows: int = 0
     #: Tables that exist in it (None: all).
     visible: Visibility = None
-    #: Time-series tables are range views (see :meth:`Contexts.scoped`).
+    #: Time-series tables are range views, bound by :meth:`Contexts.range_values`.
     bounded: bool = False
     #: Each output partition reads fixed files, so that partitions can be executed apart
     #: (parallel fetch). DataFusion otherwise lets idle partitions take other partitions'
@@ -187,28 +187,20 @@ class Contexts:
         names: set[str] = self.base.catalog(self.catalog_name).schema_names()
         return names
 
-    def scoped(
-        self, variant: Variant, bounds: tuple[datetime, datetime] | None
-    ) -> tuple[SessionContext, dict[str, pa.Scalar]]:
-        """The context to plan in and the placeholder values that bind its range views to
-        ``bounds`` (none without a range)."""
-        if bounds is None or not self._range_slots:
-            return self.get(replace(variant, bounded=False)), {}
-        return self.get(replace(variant, bounded=True)), self.range_values(bounds)
-
     def range_values(self, bounds: tuple[datetime, datetime]) -> dict[str, pa.Scalar]:
-        """Values for every range view's placeholders, each typed like its time column."""
+        """Values binding every range view of a bounded context to ``bounds``, each typed like
+        its time column (none when no table has a time column)."""
         values = {}
         for i, kind in self._range_slots.values():
-            values[f"{RANGE_PLACEHOLDER_PREFIX}{i}_begin"] = _timestamp(bounds[0], kind)
-            values[f"{RANGE_PLACEHOLDER_PREFIX}{i}_end"] = _timestamp(bounds[1], kind)
+            values[f"{_RANGE_PLACEHOLDER_PREFIX}{i}_begin"] = _timestamp(bounds[0], kind)
+            values[f"{_RANGE_PLACEHOLDER_PREFIX}{i}_end"] = _timestamp(bounds[1], kind)
         return values
 
     def _range_view(self, schema: str, table: str) -> Any:
         """``schema.table`` filtered to a range bound later (see :meth:`range_values`)."""
         slot = self._range_slots[(schema, table)][0]
         time = quote_name(self._time_columns[(schema, table)])
-        placeholder = f"${RANGE_PLACEHOLDER_PREFIX}{slot}"
+        placeholder = f"${_RANGE_PLACEHOLDER_PREFIX}{slot}"
         return self.base.sql(
             f"SELECT * FROM {_qualified(schema, table)} "
             f"WHERE {time} >= {placeholder}_begin AND {time} <= {placeholder}_end"

@@ -220,8 +220,11 @@ class Engine:
             raise InvalidArgument(f"the query is longer than {MAX_SQL_BYTES} bytes")
         _check_depth(sql)
         options = options or SessionOptions()
-        variant = Variant(options, 0, visible, fixed_partitions=fixed_partitions)
-        ctx, values = self.contexts.scoped(variant, bounds)
+        variant = Variant(
+            options, 0, visible, bounded=bounds is not None, fixed_partitions=fixed_partitions
+        )
+        ctx = self.contexts.get(variant)
+        values = self.contexts.range_values(bounds) if bounds is not None else {}
         if params is not None:
             values = {**values, **_param_values(params)}
         frame = self._plan_sql(ctx, sql, values or None)
@@ -231,7 +234,7 @@ class Engine:
             # setting: move the finished logical plan to a context with the right one.
             rows = batch_rows_for(frame.schema())
             if rows != self.contexts.default_rows:
-                sized = self.contexts.get(replace(variant, rows=rows, bounded=bool(bounds)))
+                sized = self.contexts.get(replace(variant, rows=rows))
                 frame = sized.create_dataframe_from_logical_plan(frame.logical_plan())
         if limit is not None:
             frame = frame.limit(limit)
