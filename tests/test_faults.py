@@ -624,7 +624,7 @@ def _reloads(metrics_port: int, outcome: str) -> float:
 
 
 def test_catalog_reload_during_load(tmp_path: Path) -> None:
-    """Four clients query lake.a while lake.toml is replaced every 0.2 s (table b added and
+    """Four clients query lake.a while lake.toml is replaced every 0.35 s (table b added and
     dropped, the file touched, a broken version in between): no query fails, reloads happen,
     and the broken version is refused."""
     catalog = _reload_catalog(tmp_path / "catalog")
@@ -658,7 +658,8 @@ def test_catalog_reload_during_load(tmp_path: Path) -> None:
                 _save_atomically(
                     toml, (A_TABLE + B_TABLE, A_TABLE, A_TABLE + BROKEN, A_TABLE)[step % 5]
                 )
-            time.sleep(0.2)
+            # Each version stays longer than two polls: the watcher reloads settled changes.
+            time.sleep(0.35)
         stop.set()
         for thread in threads:
             thread.join(30)
