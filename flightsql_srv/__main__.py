@@ -1,5 +1,5 @@
 """Allow ``python -m flightsql_srv``."""
 
-from flightsql_srv.cli import main
+from flightsql_srv.entrypoint import main
 
 main()

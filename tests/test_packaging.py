@@ -120,7 +120,7 @@ def test_wheel_contents(wheel: Path) -> None:
     assert generated >= {"Flight_pb2.py", "FlightSql_pb2.py"}
     for name in generated:
         assert f"flightsql_srv/protocol/{name}" in names
-    assert re.search(r"^flightsql-srv = flightsql_srv\.cli:main$", entry_points, re.M)
+    assert re.search(r"^flightsql-srv = flightsql_srv\.entrypoint:main$", entry_points, re.M)
     assert not {n for n in names if n.startswith(("tests/", "bench/", "deploy/", "docs/"))}
     # Installing the wheel pulls the runtime dependencies only; extras stay behind their marker.
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -268,7 +268,7 @@ def shim(extracted_wheel: Path, tmp_path: Path) -> dict[str, str]:
     script = bin_dir / "flightsql-srv"
     script.write_text(
         f"#!/bin/sh\nexec {sys.executable} -c "
-        '\'import sys; from flightsql_srv.cli import main; sys.argv[0] = "flightsql-srv"; '
+        '\'import sys; from flightsql_srv.entrypoint import main; sys.argv[0] = "flightsql-srv"; '
         'main()\' "$@"\n'
     )
     script.chmod(0o755)
