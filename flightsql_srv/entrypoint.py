@@ -16,7 +16,7 @@ __all__ = ["ALLOCATOR_DEFAULTS", "apply_allocator_defaults", "main"]
 #: mimalloc's default purge delay (10 ms) is pushed back by every new free, so under steady
 #: load freed pages are never handed back and stay resident once the load stops, while the
 #: threads that own them sit idle: ~1 GB after 30 s of bench.load. At 1 ms the server falls
-#: back to ~100 MB above its start with no measurable cost in queries/s
+#: back to 85-340 MB above its start with no measurable cost in queries/s
 #: (docs/reliability.md). 0 also lowers the peak under load by ~600 MB, for ~12 % fewer
 #: queries/s: a choice for memory-tight deployments, made by setting the variable.
 ALLOCATOR_DEFAULTS = {"MIMALLOC_PURGE_DELAY": "1"}
