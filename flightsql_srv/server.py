@@ -14,7 +14,11 @@ from flightsql_srv.actions import ACTIONS, Actions
 from flightsql_srv.auth import ANONYMOUS
 from flightsql_srv.auth.authenticator import Authenticator
 from flightsql_srv.auth.config import AuthConfig
-from flightsql_srv.auth.middleware import AuthMiddlewareFactory, HandshakeHandler
+from flightsql_srv.auth.middleware import (
+    AnonymousHandshakeFactory,
+    AuthMiddlewareFactory,
+    HandshakeHandler,
+)
 from flightsql_srv.auth.policy import Policy
 from flightsql_srv.discovery import METADATA_COMMANDS, Discovery
 from flightsql_srv.engine import Engine
@@ -81,7 +85,9 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
             # hear that it ended (pyarrow does not complete calls refused in start_call).
             authenticator = Authenticator(auth, signer)
             factories["auth"] = AuthMiddlewareFactory(authenticator, on_auth_failure)
-            kwargs["auth_handler"] = HandshakeHandler()
+        else:
+            factories["handshake"] = AnonymousHandshakeFactory()
+        kwargs["auth_handler"] = HandshakeHandler()
         middleware = {
             **factories,
             **(middleware or {}),

@@ -5,6 +5,10 @@ Every call must carry ``authorization: Bearer <token>``; the Handshake instead t
 response headers (what ADBC and the Grafana datasource read). pyarrow answers Handshake only
 when an auth handler is installed, so :class:`HandshakeHandler` is a no-op one: the real check
 happens here, where headers are visible.
+
+With authentication off the same no-op handler answers Handshake, so clients that always
+handshake (lancedb's npm client, altertable) connect whatever credentials they send;
+:class:`AnonymousHandshakeFactory` hands them a token that nothing checks.
 """
 
 from __future__ import annotations
@@ -15,9 +19,23 @@ from typing import Any
 import pyarrow.flight as flight
 
 from flightsql_srv.auth.authenticator import Authenticator
-from flightsql_srv.auth.identity import CredentialsRejected, Identity, ProviderUnavailable
+from flightsql_srv.auth.identity import (
+    ANONYMOUS,
+    CredentialsRejected,
+    Identity,
+    ProviderUnavailable,
+)
 
-__all__ = ["AuthMiddlewareFactory", "AuthMiddleware", "HandshakeHandler"]
+__all__ = [
+    "AuthMiddlewareFactory",
+    "AuthMiddleware",
+    "AnonymousHandshakeFactory",
+    "HandshakeHandler",
+    "ANONYMOUS_TOKEN",
+]
+
+#: What a Handshake answers with when authentication is off.
+ANONYMOUS_TOKEN = "anonymous"
 
 log = logging.getLogger("flightsql_srv")
 
@@ -75,6 +93,18 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):  # type: ignore[mis
         log.info("authentication failed", extra={"fields": {"reason": reason}})
         if self._on_failure is not None:
             self._on_failure(reason)
+
+
+class AnonymousHandshakeFactory(flight.ServerMiddlewareFactory):  # type: ignore[misc]
+    """Authentication off: Handshake succeeds whatever credentials it carries and answers
+    ``authorization: Bearer anonymous``, for clients that insist on getting a token back
+    (pyarrow's ``authenticate_basic_token`` returns the header to send). Other calls pass
+    untouched, with or without an ``authorization`` header."""
+
+    def start_call(self, info: Any, headers: dict[str, list[Any]]) -> AuthMiddleware | None:
+        if info.method == flight.FlightMethod.HANDSHAKE:
+            return AuthMiddleware(ANONYMOUS, ANONYMOUS_TOKEN)
+        return None
 
 
 class HandshakeHandler(flight.ServerAuthHandler):  # type: ignore[misc]
