@@ -14,7 +14,7 @@ from google.protobuf.message import Message
 
 from flightsql_srv.engine import Engine, Visibility
 from flightsql_srv.protocol import sql_pb2
-from flightsql_srv.results import portable_schema
+from flightsql_srv.results import portable_schema, with_column_metadata
 from flightsql_srv.sessions import SessionOptions
 from flightsql_srv.sqlinfo import SqlInfoValue, sql_info_table
 from flightsql_srv.sqltext import quote_name
@@ -253,4 +253,5 @@ class Discovery:
     def table_schema(self, schema: str, table: str) -> pa.Schema:
         """The Arrow schema clients get when they select every column of a table."""
         name = f"{quote_name(schema)}.{quote_name(table)}"
-        return portable_schema(self.engine.ctx.table(name).schema())
+        raw = portable_schema(self.engine.ctx.table(name).schema())
+        return with_column_metadata(raw, self.engine.catalog_name, schema, table)

@@ -10,6 +10,11 @@ The Grafana profile goes further, because the datasource decodes only utf8, inte
 floats, bool, timestamps and durations: dates become ``timestamp[ns]``, decimals ``float64``,
 times and intervals text, and nested or binary values JSON/hex text. Those last few need
 Python per value, so they are converted only for Grafana and only in the columns that have them.
+
+Result schemas as FlightInfo, GetSchema and prepared statements describe them, and GetTables'
+``table_schema``, also carry the Flight SQL column metadata (``ARROW:FLIGHT:SQL:TYPE_NAME``
+and the rest, see :func:`with_column_metadata`): ADBC reports it as ``xdbc_type_name`` and the
+like, and SQLAlchemy dialects reflect column types from it.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ __all__ = [
     "portable_reader",
     "grafana_schema",
     "grafana_reader",
+    "with_column_metadata",
+    "COLUMN_METADATA_PREFIX",
 ]
 
 
@@ -148,3 +155,104 @@ def _convert(
             converted = converter(column) if converter else column.cast(target.field(i).type)
             columns.append(converted)
         yield pa.RecordBatch.from_arrays(columns, schema=target)
+
+
+# -- Flight SQL column metadata -----------------------------------------------------------
+
+COLUMN_METADATA_PREFIX = "ARROW:FLIGHT:SQL:"
+
+_INTEGERS = {
+    pa.int8(): ("TINYINT", 3),
+    pa.int16(): ("SMALLINT", 5),
+    pa.int32(): ("INTEGER", 10),
+    pa.int64(): ("BIGINT", 19),
+    pa.uint8(): ("TINYINT UNSIGNED", 3),
+    pa.uint16(): ("SMALLINT UNSIGNED", 5),
+    pa.uint32(): ("INT UNSIGNED", 10),
+    pa.uint64(): ("BIGINT UNSIGNED", 20),
+}
+_FRACTION_DIGITS = {"s": 0, "ms": 3, "us": 6, "ns": 9}
+
+
+def _sql_type(t: pa.DataType) -> tuple[str, int | None, int | None] | None:
+    """(type name as :mod:`flightsql_srv.xdbc` lists it, precision, scale) of a result
+    column type, or None when there is no SQL name for it."""
+    if t in _INTEGERS:
+        name, digits = _INTEGERS[t]
+        return name, digits, 0
+    if pa.types.is_boolean(t):
+        return "BOOLEAN", 1, None
+    if pa.types.is_float32(t):
+        return "REAL", 24, None
+    if pa.types.is_float64(t):
+        return "DOUBLE", 53, None
+    if pa.types.is_decimal(t):
+        return "DECIMAL", t.precision, t.scale
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return "VARCHAR", None, None
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
+        return "BYTEA", None, None
+    if pa.types.is_fixed_size_binary(t):
+        return "BYTEA", t.byte_width, None
+    if pa.types.is_date(t):
+        return "DATE", 10, None
+    if pa.types.is_time(t):
+        digits = _FRACTION_DIGITS[t.unit]
+        return "TIME", 8 + (digits and digits + 1), digits
+    if pa.types.is_timestamp(t):
+        digits = _FRACTION_DIGITS[t.unit]
+        return "TIMESTAMP", 19 + (digits and digits + 1), digits
+    if pa.types.is_interval(t):
+        return "INTERVAL", None, None
+    if pa.types.is_dictionary(t):
+        return _sql_type(t.value_type)
+    if pa.types.is_null(t):
+        return "NULL", None, None
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return "ARRAY", None, None
+    if pa.types.is_struct(t):
+        return "STRUCT", None, None
+    if pa.types.is_map(t):
+        return "MAP", None, None
+    return None
+
+
+def _column_metadata(field: pa.Field, known: tuple[tuple[str, str], ...]) -> pa.Field:
+    values = dict(known)
+    sql = _sql_type(field.type)
+    if sql is not None:
+        name, precision, scale = sql
+        values["TYPE_NAME"] = name
+        if precision is not None:
+            values["PRECISION"] = str(precision)
+        if scale is not None:
+            values["SCALE"] = str(scale)
+        values["IS_CASE_SENSITIVE"] = "1" if name == "VARCHAR" else "0"
+    values |= {"IS_AUTO_INCREMENT": "0", "IS_READ_ONLY": "1", "IS_SEARCHABLE": "1"}
+    metadata = {k.decode(): v.decode() for k, v in (field.metadata or {}).items()}
+    metadata |= {COLUMN_METADATA_PREFIX + k: v for k, v in values.items()}
+    return field.with_metadata(metadata)
+
+
+@lru_cache(maxsize=256)
+def with_column_metadata(
+    schema: pa.Schema,
+    catalog: str | None = None,
+    db_schema: str | None = None,
+    table: str | None = None,
+) -> pa.Schema:
+    """``schema`` with the Flight SQL column metadata on each top-level field: type name,
+    precision and scale where the type has them, case sensitivity, and "0"/"1" for
+    auto-increment, read-only (every column: the server is read-only) and searchable.
+    Catalog, schema and table names only when given (a result column's origin is not
+    tracked). Metadata the field already has is kept."""
+    known = tuple(
+        (key, value)
+        for key, value in (
+            ("CATALOG_NAME", catalog),
+            ("SCHEMA_NAME", db_schema),
+            ("TABLE_NAME", table),
+        )
+        if value is not None
+    )
+    return pa.schema([_column_metadata(f, known) for f in schema], metadata=schema.metadata)
