@@ -31,11 +31,13 @@ from flightsql_srv.errors import (
     ResourceExhausted,
     SourceUnavailable,
 )
+from flightsql_srv.parameters import plain_value
 from flightsql_srv.results import (
     grafana_reader,
     grafana_schema,
     portable_reader,
     portable_schema,
+    with_column_metadata,
 )
 from flightsql_srv.sessions import SessionOptions
 from flightsql_srv.sqltext import operator_counts, placeholders
@@ -76,7 +78,7 @@ class Plan:
     def schema(self) -> pa.Schema:
         """The schema clients receive (see :mod:`flightsql_srv.results`)."""
         raw = self.frame.schema()
-        return grafana_schema(raw) if self.grafana else portable_schema(raw)
+        return with_column_metadata(grafana_schema(raw) if self.grafana else portable_schema(raw))
 
     def execute(self) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
         """Start executing; returns the result schema and its batches.
@@ -309,8 +311,10 @@ def _refuse_writes(plan: LogicalPlan) -> None:
 def _param_values(params: pa.RecordBatch) -> dict[str, pa.Scalar]:
     """Map a one-row parameter batch to DataFusion placeholder values.
 
-    ADBC names positional parameters "0", "1", ... for ``$1``, ``$2``, ...; other column
-    names bind ``$name`` placeholders.
+    Binding names the columns after the placeholders they bind (see
+    :func:`flightsql_srv.parameters.parameter_row`); columns named "0", "1", ... (ADBC's
+    names, in handles bound before that) bind ``$1``, ``$2``, .... Union values bind as the
+    value they hold.
     """
     if params.num_rows != 1:
         raise InvalidArgument(
@@ -321,7 +325,7 @@ def _param_values(params: pa.RecordBatch) -> dict[str, pa.Scalar]:
     values = {}
     for i, name in enumerate(names):
         key = str(i + 1) if positional else name.lstrip("$")
-        values[key] = params.column(i)[0]
+        values[key] = plain_value(params.column(i)[0])
     return values
 
 

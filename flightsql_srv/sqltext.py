@@ -1,5 +1,5 @@
 """A small SQL lexer: just enough to find things *outside* strings, quoted identifiers and
-comments (placeholders such as ``$1`` today; Grafana macros build on the same scanner)."""
+comments (placeholders such as ``$1`` and ``?``; Grafana macros build on the same scanner)."""
 
 from __future__ import annotations
 
@@ -7,16 +7,22 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from flightsql_srv.errors import InvalidArgument
+
 __all__ = [
     "Segment",
     "segments",
     "placeholders",
+    "number_qmarks",
     "operator_counts",
     "quote_name",
     "NON_CODE_PATTERN",
 ]
 
 _PLACEHOLDER = re.compile(r"\$(\d+|[A-Za-z_][A-Za-z0-9_]*)")
+#: ``?`` (numbered in order) or ``?N`` (SQLite's explicit form). DataFusion's SQL has no
+#: ``?`` operator (its dialect parses PostgreSQL's JSON ``?``, ``?|`` and ``?&`` as errors).
+_QMARK = re.compile(r"\?(\d*)")
 _SET_OPERATION = re.compile(r"\b(?:UNION|INTERSECT|EXCEPT)\b", re.IGNORECASE)
 _OPERATOR = re.compile(r"\b(?:AND|OR)\b|\|\||<>|!=|<=|>=|[-+*/%<>=]", re.IGNORECASE)
 
@@ -55,7 +61,9 @@ def segments(sql: str) -> Iterator[Segment]:
 
 
 def placeholders(sql: str) -> list[str]:
-    """Parameter placeholders (``$1``, ``$name``) in order of first use, without ``$``.
+    """Parameter placeholders without ``$``: numbered ones (``$1``, ``$2``, ...) by number,
+    then named ones (``$name``) in order of first use. This is the parameter schema's
+    order, in which clients bind values by position.
 
     ``$__name`` is a macro, not a placeholder.
     """
@@ -67,7 +75,47 @@ def placeholders(sql: str) -> list[str]:
             name = match.group(1)
             if not name.startswith("__") and name not in found:
                 found.append(name)
-    return found
+    numbered = sorted((p for p in found if p.isdigit()), key=int)
+    return numbered + [p for p in found if not p.isdigit()]
+
+
+def number_qmarks(sql: str) -> str:
+    """``sql`` with its ``?`` placeholders (outside literals, quoted identifiers and
+    comments) written ``$1``, ``$2``, ... in order, and ``?N`` as ``$N``: DataFusion binds
+    only ``$`` placeholders, while ADBC's DB-API (paramstyle qmark), JDBC and SQLAlchemy send
+    ``?``.
+
+    Raises:
+        InvalidArgument: ``?`` is mixed with ``$`` placeholders, or with ``?N``.
+    """
+    if "?" not in sql:
+        return sql
+    parts: list[str] = []
+    start = count = 0
+    bare = numbered = False
+    for seg in segments(sql):
+        if not seg.code:
+            continue
+        for match in _QMARK.finditer(sql, seg.start, seg.end):
+            if match.group(1):
+                numbered, number = True, match.group(1)
+            else:
+                bare, count = True, count + 1
+                number = str(count)
+            parts += [sql[start : match.start()], "$", number]
+            start = match.end()
+    if not parts:
+        return sql
+    if bare and numbered:
+        raise InvalidArgument(
+            "the query mixes ? and ?N placeholders: use one style (? for positional values)"
+        )
+    if placeholders(sql):
+        raise InvalidArgument(
+            "the query mixes ? and $ placeholders: use one style, ? or $1, $2, ..."
+        )
+    parts.append(sql[start:])
+    return "".join(parts)
 
 
 def operator_counts(sql: str) -> tuple[int, int]:

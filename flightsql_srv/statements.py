@@ -22,11 +22,12 @@ from flightsql_srv.engine import Engine, Plan, Visibility
 from flightsql_srv.errors import InvalidArgument, ReadOnlyViolation
 from flightsql_srv.execution import Executor
 from flightsql_srv.macros import UserMacro, expand
+from flightsql_srv.parameters import LastBound, parameter_row
 from flightsql_srv.plancache import PlanCache
 from flightsql_srv.request import RequestInfo
 from flightsql_srv.running import RunningQueries
 from flightsql_srv.sessions import SessionOptions
-from flightsql_srv.sqltext import placeholders
+from flightsql_srv.sqltext import number_qmarks, placeholders
 from flightsql_srv.tickets import PREPARED, TICKET, Signer, decode_batch, encode_batch
 
 __all__ = ["Statements", "Query", "MAX_PARAMETER_BYTES"]
@@ -102,13 +103,14 @@ class Statements:
         self.user_macros = dict(user_macros or {})
         self.running = RunningQueries(ticket_ttl)
         self.plans = PlanCache(ticket_ttl)
+        self.last_bound = LastBound()
 
     def shape(self, query: Query, request: RequestInfo) -> Query:
         """Apply a request's metadata: expand macros with its time range and interval, and
         take its range bounds, row limit and result profile."""
         sql = query.sql
         if query.substrait is None:
-            sql = expand(sql, request.macros, self.user_macros)
+            sql = number_qmarks(expand(sql, request.macros, self.user_macros))
         return replace(
             query,
             sql=sql,
@@ -209,6 +211,9 @@ class Statements:
         session of the call that executes it applies)."""
         body = query.body()
         del body["session"]
+        # Each handle stands for its own statement: parameters remembered for one (see
+        # bind) never reach another that happens to hold the same SQL.
+        body["statement"] = uuid.uuid4().hex
         return self.signer.sign(PREPARED, body)
 
     def redeem_handle(
@@ -217,6 +222,7 @@ class Statements:
         """The query behind a handle, if it was issued to ``principal``."""
         body = self.signer.verify(PREPARED, handle, "prepared statement handle")
         query = self._owned(body, principal, "prepared statement handle")
+        query = self._with_last_bound(query, handle, principal)
         return replace(query, options=options, visible=visible)
 
     def redeem_ticket(self, ticket: bytes, principal: str) -> dict[str, Any]:
@@ -290,7 +296,8 @@ class Statements:
     def bind(
         self, handle: bytes, reader: flight.MetadataRecordBatchReader, principal: str
     ) -> bytes:
-        """Read one row of parameters from a DoPut stream; return the handle that carries it."""
+        """Read one row of parameters from a DoPut stream; return the handle that carries it
+        (and remember the row for clients that execute ``handle`` itself)."""
         query = self.redeem_handle(handle, principal, SessionOptions())
         if query.substrait is not None:
             raise InvalidArgument("a prepared Substrait plan takes no parameters")
@@ -313,14 +320,16 @@ class Statements:
             raise InvalidArgument(
                 f"a prepared query binds exactly one row of parameters, got {rows}"
             )
-        params = next(b for b in batches if b.num_rows)
-        expected = placeholders(query.sql)
-        if len(params.schema) != len(expected):
-            raise InvalidArgument(
-                f"the query has {len(expected)} parameter(s) but {len(params.schema)} "
-                "value(s) were bound"
-            )
+        batch = next(b for b in batches if b.num_rows)
+        params = parameter_row(batch, placeholders(number_qmarks(query.sql)))
+        self.last_bound.remember(principal, handle, params)
         return self.handle(Query(query.sql, params, principal))
+
+    def _with_last_bound(self, query: Query, handle: bytes, principal: str) -> Query:
+        """``query`` with the parameters last bound to ``handle`` when it carries none."""
+        if query.params is not None or query.substrait is not None:
+            return query
+        return replace(query, params=self.last_bound.recall(principal, handle))
 
 
 def _partition(value: Any) -> tuple[int, int, int] | None:
