@@ -2,4 +2,6 @@
 
 from flightsql_srv.entrypoint import main
 
-main()
+# Guarded: engine worker processes import the main module again (multiprocessing).
+if __name__ == "__main__":
+    main()

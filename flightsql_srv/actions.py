@@ -87,7 +87,7 @@ class Actions:
             request = _unpack(action, sql_pb2.ActionCreatePreparedSubstraitPlanRequest)
             plan = request.plan.plan
             query = Query("", None, call.principal, call.session, plan, visible=call.visible)
-        handle, dataset, parameters = self.statements.prepare(query, call.request)
+        handle, dataset, parameters = self.statements.prepare(query, call.request, call)
         result = sql_pb2.ActionCreatePreparedStatementResult(
             prepared_statement_handle=handle,
             dataset_schema=dataset.serialize().to_pybytes(),
@@ -134,7 +134,7 @@ class Actions:
         engine = self.statements.engine
         schemas = call.schemas if call.schemas is not None else engine.schema_names()
         options, errors = apply_options(call.session, request, engine.catalog_name, schemas)
-        call.context.add_header("set-cookie", encode_cookie(self.signer, options))
+        call.context.add_header("set-cookie", encode_cookie(self.signer, options, call.principal))
         outcome = flight_pb2.SetSessionOptionsResult()
         for name, code in errors.items():
             outcome.errors[name].value = code  # type: ignore[assignment]

@@ -23,12 +23,14 @@ from flightsql_srv.catalog import load_catalog
 from flightsql_srv.config import ConfigError, Settings
 from flightsql_srv.engine import Engine
 from flightsql_srv.execution import Executor
+from flightsql_srv.generated import materialize
 from flightsql_srv.health import HealthService
 from flightsql_srv.macros import load_user_macros
 from flightsql_srv.metrics import Metrics, MetricsMiddlewareFactory
 from flightsql_srv.server import FlightSqlServer
-from flightsql_srv.tickets import Signer
+from flightsql_srv.tickets import PREPARED, Signer
 from flightsql_srv.watch import DirectoryWatcher
+from flightsql_srv.workers.pool import EnginePool
 
 __all__ = ["Service"]
 
@@ -126,9 +128,11 @@ class Service:
         # Clients see exception text in status details; keep stack frames out of it.
         sys.tracebacklimit = 0
         self.settings = settings
-        schemas = load_catalog(settings.catalog_dir)
+        schemas = materialize(load_catalog(settings.catalog_dir))
+        # The front's own engine only answers discovery (names and schemas); queries run in
+        # the engine workers.
         self.engine = Engine(settings, schemas)
-        signer = Signer(settings.ticket_secrets)
+        signer = Signer(settings.ticket_secrets, {PREPARED: settings.prepared_ttl})
         if signer.ephemeral:
             log.warning(
                 "no ticket_secret configured: using a random one; replicas behind one load "
@@ -146,10 +150,22 @@ class Service:
         self.metrics.catalog_problems.set(len(self.engine.contexts.problems))
         scheme, tls = _tls_options(settings)
         self.admission = Admission(
-            settings.max_concurrent_queries, settings.max_queued_queries, settings.queue_timeout
+            settings.query_slots,
+            settings.max_queued_queries,
+            settings.queue_timeout,
+            settings.principal_slots,
         )
         self.metrics.watch_admission(self.admission)
-        executor = Executor(self.admission, Auditor(self.metrics), settings.query_timeout)
+        self.pool = EnginePool(
+            settings,
+            schemas,
+            self.admission,
+            settings.query_slots,
+            on_restart=self.metrics.worker_restarted,
+        )
+        self.pool.start()
+        self.metrics.watch_workers(self.pool)
+        executor = Executor(self.pool, Auditor(self.metrics), settings.query_timeout)
         self.flight = _start_flight(
             settings,
             f"{scheme}://{settings.host}:{settings.port}",
@@ -167,7 +183,7 @@ class Service:
         self.health = HealthService(
             settings.host,
             settings.health_port,
-            lambda: self.flight.engine.probe(),  # the current engine, after reloads too
+            self.pool.probe,
             on_change=self.metrics.health_serving.set,
             credentials=None if settings.health_plaintext else _health_credentials(tls),
         )
@@ -197,9 +213,9 @@ class Service:
         with self._reload_lock:
             started = time.monotonic()
             try:
-                engine = Engine(self.settings, load_catalog(self.settings.catalog_dir))
+                schemas = materialize(load_catalog(self.settings.catalog_dir))
+                engine = Engine(self.settings, schemas)
                 macros = load_user_macros(self.settings.macros_dir)
-                engine.probe()
             except Exception as exc:  # CatalogError, MacroConfigError, a failing probe...
                 self.metrics.reloads.labels("failed").inc()
                 log.error(
@@ -207,6 +223,7 @@ class Service:
                     extra={"fields": {"error": str(exc)}},
                 )
                 return False
+            self.pool.reload(schemas)
             self.flight.swap(engine, macros)
             self.engine, self.user_macros = engine, macros
             self.metrics.catalog_problems.set(len(engine.contexts.problems))
@@ -315,6 +332,7 @@ class Service:
         closer.start()
         closer.join(_CANCEL_WAIT_S)
         self.health.stop()
+        self.pool.stop()
         clean = not closer.is_alive()
         if not clean:
             log.error("calls still open after cancelling them: closing anyway")

@@ -94,6 +94,11 @@ class Settings:
         secret=True,
     )
     ticket_ttl: float = _opt(600.0, "Seconds a ticket from GetFlightInfo stays redeemable.")
+    prepared_ttl: float = _opt(
+        7 * 86400.0,
+        "Seconds a prepared-statement handle stays usable after it was created or last bound "
+        "(default 7 days); clients then prepare the statement again.",
+    )
     reload_interval: float = _opt(
         2.0,
         "Seconds between checks of the catalog and macro directories for changes, which are "
@@ -106,16 +111,31 @@ class Settings:
     query_timeout: float = _opt(
         300.0, "Seconds a query may run before it is stopped (0: no limit)."
     )
-    max_concurrent_queries: int = _opt(16, "Queries that may run at once.")
+    max_concurrent_queries: int = _opt(
+        0,
+        "Queries that may run at once, each in its own engine worker process (0: twice the "
+        "CPU cores, at least 4).",
+    )
+    max_queries_per_principal: int = _opt(
+        0,
+        "Queries one principal (or, without auth, one client address) may run at once "
+        "(0: all slots but one, so no caller can hold every slot).",
+    )
+    stall_timeout: float = _opt(
+        30.0,
+        "Seconds a result stream may go unread before the query is stopped and its slot "
+        "freed (a client that stopped reading).",
+    )
     max_queued_queries: int = _opt(
         64, "Queries that may wait for a slot; beyond that UNAVAILABLE (retry later)."
     )
     queue_timeout: float = _opt(30.0, "Seconds a query waits for a slot before it is refused.")
     memory_limit: str = _opt(
         "50%",
-        "DataFusion memory pool (fair, spilling): a share of RAM like '50%', a size like "
-        "'8GiB', or 'unlimited'; split evenly between max_concurrent_queries. Queries that "
-        "need more spill to disk, or fail with a message naming memory_limit.",
+        "Memory all running queries together may use: a share of RAM like '50%', a size "
+        "like '8GiB', or 'unlimited'. Each query's DataFusion pool (spilling) gets an even "
+        "share; a query whose engine worker grows the total past the limit is stopped with an "
+        "error naming memory_limit (docs/architecture.md).",
     )
     spill_dir: Path | None = _opt(None, "Directory for spill files (default: the system temp).")
     batch_size: int = _opt(
@@ -164,16 +184,22 @@ class Settings:
             raise ConfigError(f"port {self.port} is used twice: give each listener its own")
         if self.batch_size < 0:
             raise ConfigError("setting 'batch_size' must be 0 (auto) or positive")
-        for name in ("max_concurrent_queries",):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"setting '{name}' must be positive")
-        for name in ("query_timeout", "queue_timeout", "max_queued_queries", "reload_interval"):
+        if self.stall_timeout <= 0:
+            raise ConfigError("setting 'stall_timeout' must be positive")
+        for name in (
+            "query_timeout",
+            "queue_timeout",
+            "max_queued_queries",
+            "reload_interval",
+            "max_concurrent_queries",
+            "max_queries_per_principal",
+        ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"setting '{name}' must be 0 or positive")
         self.memory_limit_bytes  # noqa: B018 - validates the setting
         if self.shutdown_grace < 0:
             raise ConfigError("setting 'shutdown_grace' must be 0 or positive")
-        for name in ("ticket_ttl",):
+        for name in ("ticket_ttl", "prepared_ttl"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"setting '{name}' must be positive, got {getattr(self, name)}")
         if self.target_partitions < 0:
@@ -190,6 +216,17 @@ class Settings:
                 "(API keys, users or OIDC) or pass --allow-unauthenticated to accept that "
                 "anyone who can reach the port can read every table"
             )
+
+    @property
+    def query_slots(self) -> int:
+        """Queries that may run at once (``max_concurrent_queries`` resolved)."""
+        return self.max_concurrent_queries or max(4, 2 * (os.cpu_count() or 1))
+
+    @property
+    def principal_slots(self) -> int:
+        """Queries one principal may run at once (``max_queries_per_principal`` resolved)."""
+        slots = self.query_slots
+        return min(self.max_queries_per_principal or max(1, slots - 1), slots)
 
     @property
     def catalog_dir(self) -> Path:

@@ -130,7 +130,7 @@ class Contexts:
         limit = self._settings.memory_limit_bytes
         if limit is None:
             return runtime.with_unbounded_memory_pool()
-        return runtime.with_fair_spill_pool(max(limit // self._settings.max_concurrent_queries, 1))
+        return runtime.with_fair_spill_pool(max(limit // self._settings.query_slots, 1))
 
     def get(self, variant: Variant) -> SessionContext:
         """The session context of ``variant``; cached, the base context for the defaults."""

@@ -124,7 +124,7 @@ def logs(now_s: int | None = None) -> list[list[pa.RecordBatch]]:
 
 
 #: Generators a catalog table may name with ``generator = "<name>"``.
-GENERATORS: dict[str, Callable[[], list[list[pa.RecordBatch]]]] = {
+GENERATORS: dict[str, Callable[[int | None], list[list[pa.RecordBatch]]]] = {
     "demo.metrics": metrics,
     "demo.logs": logs,
 }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from functools import partial
 from typing import Any
 
 import pyarrow.flight as flight
@@ -93,6 +94,25 @@ class Metrics:
         self.queries_waiting = Gauge(
             "flightsql_queries_waiting", "Queries waiting for a slot.", registry=self.registry
         )
+        self.workers = Gauge(
+            "flightsql_engine_workers",
+            "Engine worker processes, by state (idle, busy, starting).",
+            ["state"],
+            registry=self.registry,
+        )
+        self.worker_restarts = Counter(
+            "flightsql_engine_worker_restarts",
+            "Engine workers replaced, by reason (timeout, cancelled, memory, stalled, "
+            "abandoned, reload, recycled, or how a crashed one ended).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.query_memory = Gauge(
+            "flightsql_engine_query_memory_bytes",
+            "Memory the engine workers hold above their start: what running queries use "
+            "(memory_limit bounds it).",
+            registry=self.registry,
+        )
         self._calls = 0
         self._calls_lock = threading.Lock()
 
@@ -100,6 +120,17 @@ class Metrics:
         """Report the admission queue's live numbers."""
         self.queries_running.set_function(lambda: admission.running)
         self.queries_waiting.set_function(lambda: admission.waiting)
+
+    def watch_workers(self, pool: Any) -> None:
+        """Report the engine workers' live numbers (see :class:`~flightsql_srv.workers.pool.
+        EnginePool`)."""
+        for state in ("idle", "busy", "starting"):
+            self.workers.labels(state).set_function(partial(_state_count, pool, state))
+        self.query_memory.set_function(pool.memory)
+
+    def worker_restarted(self, reason: str) -> None:
+        """Count a replaced worker; crash reasons are folded so the label set stays small."""
+        self.worker_restarts.labels(reason if " " not in reason else "crashed").inc()
 
     def query_finished(self, record: Any) -> None:
         """Count a finished query (see :class:`flightsql_srv.audit.QueryRecord`)."""
@@ -161,3 +192,8 @@ class MetricsMiddlewareFactory(flight.ServerMiddlewareFactory):  # type: ignore[
 
     def start_call(self, info: Any, headers: dict[str, list[str]]) -> _CallMetrics:
         return _CallMetrics(self._metrics, _METHODS.get(info.method, str(info.method)))
+
+
+def _state_count(pool: Any, state: str) -> int:
+    count: int = pool.states()[state]
+    return count

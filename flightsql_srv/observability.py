@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 import traceback
 from typing import Any
 
-__all__ = ["configure_logging", "JsonFormatter"]
+__all__ = ["configure_logging", "JsonFormatter", "escape_control"]
 
 _TRACEBACK_FRAMES = 64  # explicit: the server sets sys.tracebacklimit = 0 for clients' sake
 
@@ -30,19 +31,53 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = "".join(
                 traceback.format_exception(record.exc_info[1], limit=_TRACEBACK_FRAMES)
             )
+        # ensure_ascii (the default) escapes every control and non-ASCII character.
         return json.dumps(entry, default=str)
 
 
+#: C0 and C1 control characters, DEL, and the Unicode line/paragraph separators and bidi
+#: controls: anything that could end a log line early or make it display as another.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+#: Values printed bare in text logs; anything else is quoted.
+_BARE = re.compile(r"[^\s\"=]+")
+
+
+def escape_control(text: str) -> str:
+    """``text`` with every control character written as an escape (``\\n``, ``\\x1b``)."""
+    return _CONTROL.sub(_escape_one, text)
+
+
+def _escape_one(match: re.Match[str]) -> str:
+    char = match.group()
+    named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def _text_value(value: Any) -> str:
+    text = value if isinstance(value, str) else str(value)
+    if _BARE.fullmatch(text):
+        return escape_control(text)
+    return json.dumps(text)  # quoted, every control character escaped
+
+
 class _TextFormatter(logging.Formatter):
+    """``time LEVEL message k=v ...`` on one line: logged values never add lines, and the
+    lines of a traceback are indented so that none of them reads as a record."""
+
     def format(self, record: logging.LogRecord) -> str:
         fields = getattr(record, "fields", {})
-        line = f"{self.formatTime(record)} {record.levelname:<7} {record.getMessage()}"
+        message = escape_control(record.getMessage())
+        line = f"{self.formatTime(record)} {record.levelname:<7} {message}"
         if fields:
-            line += " " + " ".join(f"{k}={v}" for k, v in fields.items())
-        if record.exc_info and record.exc_info[1] is not None:
-            line += "\n" + "".join(
-                traceback.format_exception(record.exc_info[1], limit=_TRACEBACK_FRAMES)
+            line += " " + " ".join(
+                f"{escape_control(str(k))}={_text_value(v)}" for k, v in fields.items()
             )
+        if record.exc_info and record.exc_info[1] is not None:
+            text = "".join(traceback.format_exception(record.exc_info[1], limit=_TRACEBACK_FRAMES))
+            line += "".join(f"\n    | {escape_control(part)}" for part in text.splitlines())
         return line
 
 

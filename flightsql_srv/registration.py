@@ -146,7 +146,7 @@ def _problem(table: TableDecl, reason: str) -> CatalogProblem:
 def _register(ctx: SessionContext, table: TableDecl) -> None:
     name = table.qualified_name
     if table.generator is not None:
-        ctx.register_record_batches(name, demo.GENERATORS[table.generator]())
+        ctx.register_record_batches(name, demo.GENERATORS[table.generator](None))
     elif table.sql is not None:
         ctx.register_view(name, ctx.sql(table.sql))
     elif table.format == "delta":

@@ -29,6 +29,7 @@ __all__ = [
     "BOUND_SCANS_HEADER",
     "PARALLEL_ENDPOINTS_HEADER",
     "MAX_PARALLEL_ENDPOINTS",
+    "MAX_LIMIT",
 ]
 
 LIMIT_HEADER = "limit"
@@ -38,6 +39,8 @@ BOUND_SCANS_HEADER = "bound_scans"
 #: Asks GetFlightInfo for up to N endpoints, one per result partition, to fetch in parallel.
 PARALLEL_ENDPOINTS_HEADER = "parallel_endpoints"
 MAX_PARALLEL_ENDPOINTS = 64
+#: The largest ``limit`` (DataFusion takes a 64-bit count).
+MAX_LIMIT = 2**63 - 1
 _KEPT = ("user-agent", CLIENT_TYPE_HEADER, "x-user-id", "x-org-id")
 _FALSE = {"0", "false", "no", "off"}
 _TRUE = {"1", "true", "yes", "on"}
@@ -73,7 +76,7 @@ class RequestInfo:
         cls, headers: Mapping[str, Sequence[Any]], grafana_default: bool = False
     ) -> RequestInfo:
         """Parse the headers; a malformed one raises INVALID_ARGUMENT naming it."""
-        limit = _count(headers, LIMIT_HEADER, "a non-negative row count", 0, None)
+        limit = _count(headers, LIMIT_HEADER, "a row count", 0, MAX_LIMIT)
         parallel = _count(
             headers, PARALLEL_ENDPOINTS_HEADER, "an endpoint count", 1, MAX_PARALLEL_ENDPOINTS
         )
@@ -136,6 +139,15 @@ class Call:
     @property
     def principal(self) -> str:
         return self.identity.principal
+
+    @property
+    def key(self) -> str:
+        """Whose share of the query slots a call takes: its principal or, without one
+        (authentication off), its client address."""
+        if self.principal:
+            return "principal:" + self.principal
+        peer = self.context.peer() or ""
+        return "peer:" + peer.rpartition(":")[0]
 
     @property
     def schemas(self) -> set[str] | None:

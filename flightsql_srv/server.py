@@ -121,7 +121,6 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         policy = Policy(self._auth, engine.tables)
         self.statements.user_macros = dict(user_macros)
         self.statements.engine = engine
-        self.statements.plans.clear()
         self.discovery, self.policy, self.engine = discovery, policy, engine
 
     # -- helpers -------------------------------------------------------------------------
@@ -140,7 +139,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         return Call(
             context=context,
             identity=identity,
-            session=context.get_middleware("session").options,
+            session=context.get_middleware("session").options_for(identity.principal),
             request=RequestInfo.from_headers(
                 context.get_middleware("headers").headers, self.grafana_profile
             ),
@@ -177,7 +176,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         call: Call,
     ) -> flight.FlightInfo:
         query = Query(command.query, None, call.principal, call.session, visible=call.visible)
-        return self.statements.flight_info(query, descriptor, call.request)
+        return self.statements.flight_info(query, descriptor, call.request, call)
 
     def _substrait_info(
         self,
@@ -187,7 +186,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
     ) -> flight.FlightInfo:
         plan = command.plan.plan
         query = Query("", None, call.principal, call.session, plan, visible=call.visible)
-        return self.statements.flight_info(query, descriptor, call.request)
+        return self.statements.flight_info(query, descriptor, call.request, call)
 
     def _prepared_info(
         self,
@@ -197,7 +196,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
     ) -> flight.FlightInfo:
         handle = command.prepared_statement_handle
         query = self.statements.redeem_handle(handle, call.principal, call.session, call.visible)
-        return self.statements.flight_info(query, descriptor, call.request)
+        return self.statements.flight_info(query, descriptor, call.request, call)
 
     def _metadata_info(
         self, command: Message, descriptor: flight.FlightDescriptor, call: Call
@@ -243,7 +242,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
             raise NotFound(f"no table {schema}.{table}; ListFlights shows the tables")
         sql = f"SELECT * FROM {quote_name(schema)}.{quote_name(table)}"
         query = Query(sql, None, call.principal, call.session, visible=call.visible)
-        return self.statements.flight_info(query, descriptor, call.request)
+        return self.statements.flight_info(query, descriptor, call.request, call)
 
     def list_flights(
         self, context: flight.ServerCallContext, criteria: bytes
@@ -275,12 +274,10 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
             if body.get("kind") == "metadata":
                 command = unpack_command(base64.b64decode(body["command"]))
                 return _table_stream(self.discovery.table(command, call.visible))
-            # GeneratorStream (not RecordBatchStream over a reader) so that a cancel raised
-            # between batches reaches the client as CANCELLED rather than UNKNOWN.
-            schema, batches = self.statements.execute(
-                body, principal, call.request, call.visible, context.peer()
-            )
-            return flight.GeneratorStream(schema, batches)
+            # The worker's stream is read in C++ (no Python per batch); the generator around
+            # it ends the query's lease once the client is done.
+            schema, stream = self.statements.execute(body, call)
+            return flight.GeneratorStream(schema, stream)
 
     # -- DoPut -----------------------------------------------------------------------------
 

@@ -110,15 +110,20 @@ def options_result(options: SessionOptions, catalog_name: str) -> bytes:
     return data
 
 
-def encode_cookie(signer: Signer, options: SessionOptions) -> str:
-    """A ``set-cookie`` value carrying ``options``; an expired cookie when they are empty."""
+def encode_cookie(signer: Signer, options: SessionOptions, principal: str = "") -> str:
+    """A ``set-cookie`` value carrying ``options`` for ``principal`` (the cookie only counts
+    on that principal's calls); an expired cookie when the options are empty."""
     if options == SessionOptions():
         return f"{COOKIE}=; Max-Age=0; Path=/"
-    token = signer.sign(_PURPOSE, {k: v for k, v in asdict(options).items() if v is not None})
+    body = {k: v for k, v in asdict(options).items() if v is not None}
+    token = signer.sign(_PURPOSE, {**body, "sub": principal})
     return f"{COOKIE}={base64.urlsafe_b64encode(token).decode()}; Path=/"
 
 
-def _decode_cookie(signer: Signer, headers: dict[str, list[Any]]) -> SessionOptions:
+def _decode_cookie(
+    signer: Signer, headers: dict[str, list[Any]]
+) -> tuple[SessionOptions, str | None]:
+    """The options of the first valid cookie, and the principal it was issued to."""
     for header in headers.get("cookie", []):
         try:
             jar = SimpleCookie(header if isinstance(header, str) else header.decode())
@@ -132,15 +137,29 @@ def _decode_cookie(signer: Signer, headers: dict[str, list[Any]]) -> SessionOpti
         except (ValueError, flight.FlightError) as exc:
             log.info("ignoring session cookie", extra={"fields": {"reason": str(exc)}})
             continue
-        return SessionOptions(schema=body.get("schema"), timezone=body.get("timezone"))
-    return SessionOptions()
+        options = SessionOptions(schema=body.get("schema"), timezone=body.get("timezone"))
+        return options, str(body.get("sub", ""))
+    return SessionOptions(), None
 
 
 class SessionMiddleware(flight.ServerMiddleware):  # type: ignore[misc]
     """Holds the session options the caller's cookie carries."""
 
-    def __init__(self, options: SessionOptions) -> None:
-        self.options = options
+    def __init__(self, options: SessionOptions, owner: str | None = None) -> None:
+        self._options = options
+        #: The principal the cookie was issued to (None: no cookie).
+        self.owner = owner
+
+    def options_for(self, principal: str) -> SessionOptions:
+        """The cookie's options when it was issued to ``principal``; another principal's
+        cookie (stolen, or left over in a shared client) counts as no cookie."""
+        if self.owner is None or self.owner == principal:
+            return self._options
+        log.info(
+            "ignoring session cookie",
+            extra={"fields": {"reason": "issued to another principal"}},
+        )
+        return SessionOptions()
 
 
 class SessionMiddlewareFactory(flight.ServerMiddlewareFactory):  # type: ignore[misc]
@@ -151,4 +170,4 @@ class SessionMiddlewareFactory(flight.ServerMiddlewareFactory):  # type: ignore[
         self._signer = signer
 
     def start_call(self, info: Any, headers: dict[str, list[Any]]) -> SessionMiddleware:
-        return SessionMiddleware(_decode_cookie(self._signer, headers))
+        return SessionMiddleware(*_decode_cookie(self._signer, headers))

@@ -7,82 +7,31 @@ sharing the secret can execute it and closing one has nothing to free.
 
 from __future__ import annotations
 
-import base64
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
-from datetime import datetime
+from dataclasses import replace
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.flight as flight
 
 from flightsql_srv.audit import QueryRecord
-from flightsql_srv.engine import Engine, Plan, Visibility
+from flightsql_srv.engine import Engine, Visibility
 from flightsql_srv.errors import InvalidArgument, ReadOnlyViolation
 from flightsql_srv.execution import Executor
 from flightsql_srv.macros import UserMacro, expand
 from flightsql_srv.parameters import LastBound, parameter_row
-from flightsql_srv.plancache import PlanCache
-from flightsql_srv.request import RequestInfo
+from flightsql_srv.query import Query
+from flightsql_srv.request import Call, RequestInfo
 from flightsql_srv.running import RunningQueries
 from flightsql_srv.sessions import SessionOptions
 from flightsql_srv.sqltext import number_qmarks, placeholders
-from flightsql_srv.tickets import PREPARED, TICKET, Signer, decode_batch, encode_batch
+from flightsql_srv.tickets import PREPARED, TICKET, Signer
+from flightsql_srv.workers.protocol import PlanReply
 
 __all__ = ["Statements", "Query", "MAX_PARAMETER_BYTES"]
 
 MAX_PARAMETER_BYTES = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Query:
-    """What a ticket or handle carries: everything needed to plan the query again."""
-
-    sql: str
-    params: pa.RecordBatch | None = None
-    principal: str = ""
-    options: SessionOptions = field(default_factory=SessionOptions)
-    #: A serialized Substrait plan; when set, ``sql`` is ignored.
-    substrait: bytes | None = None
-    #: Time range that time-series tables are read through.
-    bounds: tuple[datetime, datetime] | None = None
-    #: At most this many rows.
-    limit: int | None = None
-    #: Results shaped for the Grafana datasource.
-    grafana: bool = False
-    #: Tables the caller may read (None: all); from the caller, never from a token.
-    visible: Visibility = None
-
-    def body(self) -> dict[str, Any]:
-        """The JSON-able form signed into tickets and handles."""
-        return {
-            "sql": self.sql,
-            "params": encode_batch(self.params),
-            "principal": self.principal,
-            "session": {k: v for k, v in vars(self.options).items() if v is not None},
-            "substrait": base64.b64encode(self.substrait).decode() if self.substrait else None,
-            "bounds": [t.isoformat() for t in self.bounds] if self.bounds else None,
-            "limit": self.limit,
-            "grafana": self.grafana,
-        }
-
-    @classmethod
-    def from_body(cls, body: dict[str, Any]) -> Query:
-        substrait = body.get("substrait")
-        bounds = body.get("bounds")
-        return cls(
-            sql=str(body.get("sql", "")),
-            params=decode_batch(body.get("params")),
-            principal=str(body.get("principal", "")),
-            options=SessionOptions(**body.get("session", {})),
-            substrait=base64.b64decode(substrait) if substrait else None,
-            bounds=(datetime.fromisoformat(bounds[0]), datetime.fromisoformat(bounds[1]))
-            if bounds
-            else None,
-            limit=body.get("limit"),
-            grafana=bool(body.get("grafana", False)),
-        )
 
 
 class Statements:
@@ -102,7 +51,6 @@ class Statements:
         self.executor = executor
         self.user_macros = dict(user_macros or {})
         self.running = RunningQueries(ticket_ttl)
-        self.plans = PlanCache(ticket_ttl)
         self.last_bound = LastBound()
 
     def shape(self, query: Query, request: RequestInfo) -> Query:
@@ -119,38 +67,30 @@ class Statements:
             grafana=request.grafana,
         )
 
-    def plan(self, query: Query, fixed_partitions: bool = False) -> Plan:
-        """Plan a query, insisting that every placeholder has a bound value; with
-        ``fixed_partitions``, so that its partitions can be executed apart."""
-        if query.substrait is not None:
-            return self.engine.plan_substrait(
-                query.substrait,
-                query.options,
-                limit=query.limit,
-                grafana=query.grafana,
-                visible=query.visible,
-            )
-        if query.params is None and placeholders(query.sql):
+    @staticmethod
+    def check_bound(query: Query) -> None:
+        """Refuse a SQL query whose placeholders have no bound values (before any engine
+        work: it would only fail later)."""
+        if query.substrait is None and query.params is None and placeholders(query.sql):
             names = ", ".join("$" + p for p in placeholders(query.sql))
             raise InvalidArgument(
                 f"the query has parameters ({names}): bind values with DoPut before executing"
             )
-        return self._plan_sql(query, fixed_partitions)
 
-    def _plan_sql(self, query: Query, fixed_partitions: bool = False) -> Plan:
-        return self.engine.plan(
-            query.sql,
-            query.params,
-            query.options,
-            bounds=query.bounds,
-            limit=query.limit,
-            grafana=query.grafana,
-            visible=query.visible,
-            fixed_partitions=fixed_partitions,
+    def plan(self, query: Query, call: Call, fixed_partitions: bool = False) -> PlanReply:
+        """Plan a query in an engine worker, insisting that every placeholder has a bound
+        value; with ``fixed_partitions``, so that its partitions can be executed apart."""
+        self.check_bound(query)
+        return self.executor.plan(
+            query, call.key, uuid.uuid4().hex, call.context, fixed_partitions=fixed_partitions
         )
 
     def flight_info(
-        self, query: Query, descriptor: flight.FlightDescriptor, request: RequestInfo
+        self,
+        query: Query,
+        descriptor: flight.FlightDescriptor,
+        request: RequestInfo,
+        call: Call,
     ) -> flight.FlightInfo:
         """Plan ``query`` as ``request`` shapes it; describe its result with signed tickets
         that carry the expanded SQL, range, limit and profile.
@@ -160,29 +100,28 @@ class Statements:
         for Grafana, which reads only the first endpoint).
         """
         query = self.shape(query, request)
-        engine = self.engine
         wanted = 1 if query.grafana else request.parallel_endpoints
-        plan = self.plan(query, fixed_partitions=wanted > 1)
+        planned = self.plan(query, call, fixed_partitions=wanted > 1)
         query_id = uuid.uuid4().hex
         body = {"kind": "query", "id": query_id, **query.body()}
-        partitions = plan.partitions() if wanted > 1 else 1
-        count = min(wanted, partitions)
+        count = min(wanted, planned.partitions)
         if count == 1:
-            self.plans.put(query_id, engine, query, plan)
             tickets = [self.signer.sign(TICKET, body, ttl=self.ticket_ttl)]
         else:
             tickets = [
                 self.signer.sign(
                     TICKET,
-                    {**body, "id": f"{query_id}.{i}", "partition": [i, count, partitions]},
+                    {**body, "id": f"{query_id}.{i}", "partition": [i, count, planned.partitions]},
                     ttl=self.ticket_ttl,
                 )
                 for i in range(count)
             ]
         endpoints = [flight.FlightEndpoint(ticket, []) for ticket in tickets]
-        return flight.FlightInfo(plan.schema, descriptor, endpoints, -1, -1)
+        return flight.FlightInfo(planned.schema, descriptor, endpoints, -1, -1)
 
-    def prepare(self, query: Query, request: RequestInfo) -> tuple[bytes, pa.Schema, pa.Schema]:
+    def prepare(
+        self, query: Query, request: RequestInfo, call: Call
+    ) -> tuple[bytes, pa.Schema, pa.Schema]:
         """Create a handle plus the dataset and parameter schemas for a SQL or Substrait query.
 
         Preparing only plans: nothing runs and nothing is written. The handle keeps the SQL
@@ -190,13 +129,14 @@ class Statements:
         """
         shaped = self.shape(query, request)
         if query.substrait is not None:
-            return self.handle(query), self.plan(shaped).schema, pa.schema([])
+            return self.handle(query), self.plan(shaped, call).schema, pa.schema([])
         parameter_schema = self.engine.parameter_schema(shaped.sql)
         try:
             # Without the range: it does not change the schema, and binding its values
             # while the statement's own placeholders are still unbound would fail.
             unbound = replace(shaped, params=None, bounds=None)
-            dataset_schema = self._plan_sql(unbound).schema
+            key, context = call.key, call.context
+            dataset_schema = self.executor.plan(unbound, key, uuid.uuid4().hex, context).schema
         except ReadOnlyViolation:
             raise
         except InvalidArgument:
@@ -232,33 +172,29 @@ class Statements:
         return body
 
     def execute(
-        self,
-        body: dict[str, Any],
-        principal: str,
-        request: RequestInfo,
-        visible: Visibility = None,
-        peer: str = "",
-    ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+        self, body: dict[str, Any], call: Call
+    ) -> tuple[pa.Schema, Iterator[flight.FlightDataStream]]:
         """Run the query of a redeemed ticket (see :meth:`redeem_ticket`) under the server's
         limits; CancelFlightInfo on the same ticket stops it. DoGet's own headers fill in a
         range, limit or profile the ticket does not carry."""
         if body.get("kind") != "query":
             raise InvalidArgument("this ticket is not a query ticket")
+        request = call.request
         query = Query.from_body(body)
         query = replace(
             query,
             bounds=query.bounds or request.bounds,
             limit=query.limit if query.limit is not None else request.limit,
             grafana=query.grafana or request.grafana,
-            visible=visible,
+            visible=call.visible,
         )
         query_id = str(body["id"])
         record = QueryRecord(
             query_id=query_id,
-            principal=principal,
+            principal=call.principal,
             sql=query.sql if query.substrait is None else "<substrait plan>",
             kind="substrait" if query.substrait is not None else "sql",
-            peer=peer,
+            peer=call.context.peer(),
             client=request.client,
             time_range=(query.bounds[0].isoformat(), query.bounds[1].isoformat())
             if query.bounds
@@ -266,16 +202,15 @@ class Statements:
             limit=query.limit,
         )
         cancelled = self.running.start(query_id)
-        engine = self.engine
-
-        partition = _partition(body.get("partition"))
-
-        def plan() -> Plan:
-            if partition is not None:
-                return replace(self.plan(query, fixed_partitions=True), partition=partition)
-            return self.plans.take(query_id, engine, query) or self.plan(query)
-
-        return self.executor.run(record, plan, cancelled, lambda: self.running.finish(query_id))
+        return self.executor.run(
+            record,
+            query,
+            _partition(body.get("partition")),
+            call.key,
+            cancelled,
+            lambda: self.running.finish(query_id),
+            call.context,
+        )
 
     def cancel(self, ticket: bytes, principal: str) -> bool:
         """Cancel the query behind a ticket issued to ``principal``: stop it if it runs on

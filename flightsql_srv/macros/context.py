@@ -37,6 +37,8 @@ RANGE_END_HEADER = "query_range_end"
 INTERVAL_MS_HEADER = "interval_ms"
 MAX_DATA_POINTS_HEADER = "max_data_points"
 
+#: Larger buckets would overflow timestamp[ns] arithmetic in the expanded SQL.
+MAX_INTERVAL_MS = 100 * 365 * 86_400_000
 _SECOND = timedelta(seconds=1)
 _MILLI = timedelta(milliseconds=1)
 
@@ -229,12 +231,12 @@ def context_from_headers(
     if raw_interval:
         try:
             ms = float(raw_interval)
-            if not 0 <= ms < 1e15:
+            if not 0 <= ms <= MAX_INTERVAL_MS:
                 raise ValueError
         except ValueError:
             raise InvalidArgument(
-                f"header {INTERVAL_MS_HEADER}: expected a non-negative number of milliseconds, "
-                f"got {raw_interval!r}"
+                f"header {INTERVAL_MS_HEADER}: expected a number of milliseconds from 0 to "
+                f"{MAX_INTERVAL_MS} (100 years), got {raw_interval!r}"
             ) from None
         interval = timedelta(milliseconds=ms)
     else:
@@ -242,11 +244,11 @@ def context_from_headers(
         if raw_points:
             try:
                 points = int(raw_points)
-                if points <= 0:
+                if not 0 < points <= 2**63 - 1:
                     raise ValueError
             except ValueError:
                 raise InvalidArgument(
-                    f"header {MAX_DATA_POINTS_HEADER}: expected a positive integer, "
+                    f"header {MAX_DATA_POINTS_HEADER}: expected an integer from 1 to {2**63 - 1}, "
                     f"got {raw_points!r}"
                 ) from None
             if time_range is not None:

@@ -238,7 +238,7 @@ class _Expander:
         except MacroError as exc:
             raise MacroError(
                 f"$__{name} at position {ts + 1}{where}: in its expansion "
-                f"(template from {macro.file}): {exc}",
+                f"(template from {macro.file.name}): {exc}",
                 macro=name,
                 position=ts + 1,
             ) from None

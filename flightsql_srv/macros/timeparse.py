@@ -19,9 +19,23 @@ import calendar
 import re
 from datetime import UTC, datetime, timedelta, timezone
 
-__all__ = ["UTC", "EPOCH", "parse_time", "parse_duration", "rfc3339_seconds", "epoch_ns"]
+__all__ = [
+    "UTC",
+    "EPOCH",
+    "MIN_TIME",
+    "MAX_TIME",
+    "TIME_RANGE_TEXT",
+    "parse_time",
+    "parse_duration",
+    "rfc3339_seconds",
+    "epoch_ns",
+]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: Times outside these bounds do not fit timestamp[ns], which every range is rendered in.
+MIN_TIME = datetime(1677, 9, 22, tzinfo=UTC)
+MAX_TIME = datetime(2262, 4, 11, tzinfo=UTC)
+TIME_RANGE_TEXT = "1677-09-22T00:00:00Z to 2262-04-11T00:00:00Z"
 
 _RFC3339 = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})"
@@ -62,15 +76,19 @@ def parse_time(text: str, now: datetime, *, round_up: bool = False) -> datetime:
     s = text.strip()
     try:
         if s.startswith("now"):
-            return _relative(s, now, round_up, text)
-        if _EPOCH_MS.fullmatch(s):
-            return EPOCH + timedelta(milliseconds=int(s))
-        m = _RFC3339.fullmatch(s)
-        if m is None:
-            raise ValueError(f"cannot parse time {text!r}: {_FORMS}")
-        return _rfc3339(m, text)
+            parsed = _relative(s, now, round_up, text)
+        elif _EPOCH_MS.fullmatch(s):
+            parsed = EPOCH + timedelta(milliseconds=int(s))
+        else:
+            m = _RFC3339.fullmatch(s)
+            if m is None:
+                raise ValueError(f"cannot parse time {text!r}: {_FORMS}")
+            parsed = _rfc3339(m, text)
     except OverflowError:
-        raise ValueError(f"time {text!r} is out of range") from None
+        parsed = None
+    if parsed is None or not MIN_TIME <= parsed <= MAX_TIME:
+        raise ValueError(f"time {text!r} is out of range: accepted {TIME_RANGE_TEXT}")
+    return parsed
 
 
 def _rfc3339(m: re.Match[str], text: str) -> datetime:

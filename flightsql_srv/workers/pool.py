@@ -1,0 +1,632 @@
+"""The front's side of the engine workers: start them, lease one per query, watch them, and
+replace one that crashed or had to be killed.
+
+A lease is one query's hold on one worker, from admission to the end of its result stream.
+The supervisor thread checks every lease each tick: the query's deadline, CancelFlightInfo,
+a client that went away while the engine was still planning or computing the first batch,
+and the memory the worker gained since it started (the sum over all workers must stay under
+``memory_limit``). A worker that crosses one is killed, which no query can resist; the query
+it ran is answered with the reason, and every other worker goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.flight as flight
+
+from flightsql_srv.admission import Admission
+from flightsql_srv.catalog import SchemaDecl
+from flightsql_srv.config import Settings
+from flightsql_srv.errors import Overloaded, ResourceExhausted
+from flightsql_srv.workers import worker as worker_process
+from flightsql_srv.workers.protocol import (
+    CANCEL,
+    FINISH,
+    PLAN,
+    PROBE,
+    FinishReply,
+    PlanReply,
+    WorkerProtocolError,
+    WorkRequest,
+    error_from_flight,
+)
+
+__all__ = ["EnginePool", "Lease", "memory_of"]
+
+log = logging.getLogger("flightsql_srv.workers")
+
+_TICK_S = 0.025
+#: How long a worker gets to end a query on its own (cancel, deadline between batches, a
+#: reader that went away) before it is killed.
+_GRACE_S = 1.0
+_START_TIMEOUT_S = 120.0
+#: An idle worker holding more than this above its start is replaced.
+_RETAIN_BYTES = 64 * 1024 * 1024
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+_context = multiprocessing.get_context("forkserver")
+# Workers fork from a server that has imported the engine once: a new worker is ready in a
+# fraction of a second instead of paying for Python, pyarrow and DataFusion imports.
+_context.set_forkserver_preload(["flightsql_srv.workers.worker"])
+
+
+def memory_of(pid: int) -> int:
+    """Anonymous resident bytes of a process (what queries allocate; shared library pages
+    are left out, they are the same pages in every worker). 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            fields = f.read().split()
+    except OSError:
+        return 0
+    return (int(fields[1]) - int(fields[2])) * _PAGE
+
+
+@dataclass(eq=False)
+class _Worker:
+    number: int
+    generation: int
+    process: BaseProcess
+    path: str
+    client: flight.FlightClient | None = None
+    #: Anonymous resident bytes once ready: what the worker holds before any query.
+    baseline: int = 0
+    lease: Lease | None = None
+    kill_reason: str | None = None
+    idle_since: float = 0.0
+
+    def usage(self) -> int:
+        return max(0, memory_of(self.process.pid or 0) - self.baseline)
+
+
+@dataclass(eq=False)
+class Lease:
+    """One query's hold on one worker."""
+
+    worker: _Worker
+    key: str
+    query_id: str
+    deadline: float | None
+    context: flight.ServerCallContext | None
+    cancelled: threading.Event | None
+    #: planning, starting (until the first batch), streaming, finishing, ended.
+    phase: str = "planning"
+    kill_at: float | None = None
+    kill_reason: str = ""
+    cancel_sent: bool = False
+    on_done: Callable[[FinishReply], None] = field(default=lambda reply: None)
+
+
+class EnginePool:
+    """``size`` engine worker processes over one catalog, and the supervisor that watches them.
+
+    Args:
+        settings: the service settings (memory_limit, query_timeout, stall_timeout...).
+        schemas: the catalog every worker registers.
+        admission: the query slots (a lease holds one).
+        size: how many workers run.
+        on_restart: called with the reason each time a worker is replaced.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        schemas: list[SchemaDecl],
+        admission: Admission,
+        size: int,
+        on_restart: Callable[[str], None] = lambda reason: None,
+    ) -> None:
+        self._settings = settings
+        self._schemas = schemas
+        self.admission = admission
+        self.size = size
+        self._on_restart = on_restart
+        self._memory_limit = settings.memory_limit_bytes
+        self._dir = tempfile.mkdtemp(prefix="flightsql-srv-workers-")
+        self._cond = threading.Condition()
+        self._workers: list[_Worker] = []
+        self._idle: list[_Worker] = []
+        self._starting = 0
+        self._generation = 0
+        self._spawned = 0
+        self._stopping = False
+        self._helpers = futures.ThreadPoolExecutor(thread_name_prefix="worker-calls")
+        self._supervisor = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
+
+    # -- life cycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start every worker and wait until each answers.
+
+        Raises:
+            RuntimeError: a worker could not start (its error is in the log).
+        """
+        started = [self._spawn(n) for n in range(self.size)]
+        for worker in started:
+            self._await_ready(worker)
+        self._supervisor.start()
+
+    def stop(self) -> None:
+        """Kill every worker (in-flight queries have been drained or cancelled by now)."""
+        with self._cond:
+            self._stopping = True
+            workers = list(self._workers)
+            self._cond.notify_all()
+        for worker in workers:
+            worker.kill_reason = worker.kill_reason or "stopped"
+            worker.process.kill()
+        for worker in workers:
+            worker.process.join(5)
+        self._helpers.shutdown(wait=False, cancel_futures=True)
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def reload(self, schemas: list[SchemaDecl]) -> None:
+        """Serve a new catalog: idle workers are replaced now, busy ones after their query."""
+        with self._cond:
+            self._schemas = schemas
+            self._generation += 1
+            stale = list(self._idle)
+        for worker in stale:
+            self._retire(worker, "reload")
+
+    def _spawn(self, number: int) -> _Worker:
+        with self._cond:
+            self._spawned += 1
+            path = os.path.join(self._dir, f"w{number}-{self._spawned}.sock")
+            process = _context.Process(
+                target=worker_process.main,
+                args=(path, self._settings, self._schemas),
+                kwargs={"stall_timeout": self._settings.stall_timeout},
+                name=f"flightsql-srv-worker-{number}",
+                daemon=True,
+            )
+            worker = _Worker(number, self._generation, process, path)
+            process.start()
+            self._workers.append(worker)
+            self._starting += 1
+        return worker
+
+    def _await_ready(self, worker: _Worker) -> None:
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        try:
+            while True:
+                if not worker.process.is_alive():
+                    raise RuntimeError(
+                        f"engine worker {worker.number} exited while starting "
+                        f"(exit code {worker.process.exitcode}); see its log lines above"
+                    )
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"engine worker {worker.number} did not start in {_START_TIMEOUT_S:g} s"
+                    )
+                if os.path.exists(worker.path) and self._answers(worker):
+                    break
+                time.sleep(0.01)
+        except RuntimeError:
+            with self._cond:
+                self._starting -= 1
+            worker.kill_reason = "failed to start"
+            worker.process.kill()
+            raise
+        worker.baseline = memory_of(worker.process.pid or 0)
+        with self._cond:
+            self._starting -= 1
+            worker.idle_since = time.monotonic()
+            self._idle.append(worker)
+            self._cond.notify()
+
+    @staticmethod
+    def _answers(worker: _Worker) -> bool:
+        try:
+            client = worker.client or flight.connect(f"grpc+unix://{worker.path}")
+            worker.client = client
+            list(client.do_action(flight.Action(PROBE, b""), _options(10.0)))
+            return True
+        except (flight.FlightError, pa.ArrowException):
+            return False
+
+    def _replace(self, worker: _Worker) -> None:
+        """Start a worker in ``worker``'s place (in the background)."""
+        if self._stopping:
+            return
+        replacement = self._spawn(worker.number)
+
+        def wait() -> None:
+            try:
+                self._await_ready(replacement)
+            except RuntimeError as exc:
+                log.error("engine worker did not start", extra={"fields": {"error": str(exc)}})
+                time.sleep(1.0)  # a catalog that cannot load: do not spin
+                with self._cond:
+                    if replacement in self._workers:
+                        self._workers.remove(replacement)
+                self._replace(replacement)
+
+        threading.Thread(target=wait, name="worker-start", daemon=True).start()
+
+    def _retire(self, worker: _Worker, reason: str) -> None:
+        with self._cond:
+            if worker in self._idle:
+                self._idle.remove(worker)
+        worker.kill_reason = worker.kill_reason or reason
+        worker.process.kill()
+
+    # -- leases ------------------------------------------------------------------------------
+
+    def lease(
+        self,
+        key: str,
+        query_id: str,
+        timeout: float,
+        context: flight.ServerCallContext | None = None,
+        cancelled: threading.Event | None = None,
+    ) -> Lease:
+        """Take a query slot for ``key`` (a principal or peer) and an idle worker.
+
+        Args:
+            timeout: seconds the query may run from now (0: no limit).
+
+        Raises:
+            Overloaded: no slot or worker freed up within ``queue_timeout``.
+        """
+        self.admission.acquire(key)
+        wait_until = time.monotonic() + self.admission.queue_timeout
+        with self._cond:
+            while not self._idle and not self._stopping:
+                left = wait_until - time.monotonic()
+                if left <= 0 or not self._cond.wait(left):
+                    if self._idle:
+                        break
+                    self.admission.release(key)
+                    raise Overloaded(
+                        "no engine worker became free within queue_timeout "
+                        f"({self.admission.queue_timeout:g} s); retry later"
+                    )
+            if self._stopping:
+                self.admission.release(key)
+                raise flight.FlightUnavailableError("the server is shutting down; retry")
+            worker = self._idle.pop()
+            deadline = time.monotonic() + timeout if timeout else None
+            lease = Lease(worker, key, query_id, deadline, context, cancelled)
+            worker.lease = lease
+        return lease
+
+    def plan(self, lease: Lease, request: WorkRequest) -> PlanReply:
+        """Plan on the leased worker, then end the lease."""
+        try:
+            results = self._call(lease, PLAN, request.encode())
+            reply: PlanReply = self._parse(lease, PlanReply.decode, results)
+            return reply
+        finally:
+            self._end(lease, FinishReply("planned", 0, 0))
+
+    def execute(
+        self, lease: Lease, request: WorkRequest
+    ) -> tuple[pa.Schema, Iterator[flight.FlightDataStream]]:
+        """Start the query on the leased worker: returns once its first batch is ready.
+
+        The batches come as one :class:`flight.RecordBatchStream` over the worker's stream,
+        read in C++; the lease ends when the client has read it, or stopped reading.
+        """
+        lease.phase = "starting"
+        client = lease.worker.client
+        assert client is not None
+        try:
+            reader = client.do_get(flight.Ticket(request.encode()), _options(0))
+            schema = reader.schema
+        except (flight.FlightError, pa.ArrowException) as exc:
+            error = self._failure(lease, exc)
+            outcome, error_class = _outcome(error)
+            self._end(lease, FinishReply(outcome, 0, 0, error_class))
+            raise error from None
+        lease.phase = "streaming"
+        return schema, self._stream(lease, reader)
+
+    def _stream(
+        self, lease: Lease, reader: flight.FlightStreamReader
+    ) -> Iterator[flight.FlightDataStream]:
+        try:
+            yield flight.RecordBatchStream(reader.to_reader())
+        finally:
+            self.finish(lease)
+
+    def finish(self, lease: Lease) -> None:
+        """The client is done with the stream (read through, failed or gone): let the worker
+        finish in the background and take its slot back."""
+        with self._cond:
+            if lease.phase in ("finishing", "ended"):
+                return
+            lease.phase = "finishing"
+        if self._stopping:
+            self._end(lease, FinishReply("cancelled", 0, 0, "CANCELLED"))
+            return
+        self._helpers.submit(self._complete, lease)
+
+    def _complete(self, lease: Lease) -> None:
+        reply: FinishReply | None = None
+        try:
+            results = self._call(lease, FINISH, str(_GRACE_S).encode())
+            reply = self._parse(lease, FinishReply.decode, results)
+        except Exception:  # the worker died meanwhile, or answered nonsense
+            reply = None
+        if reply is None or reply.outcome == "running":
+            self.kill(lease.worker, "abandoned")
+            reply = FinishReply("disconnected", 0, 0)
+        self._end(lease, reply)
+
+    def _end(self, lease: Lease, reply: FinishReply) -> None:
+        """Give the lease's slot and worker back (once)."""
+        worker = lease.worker
+        with self._cond:
+            if lease.phase == "ended":
+                return
+            lease.phase = "ended"
+            worker.lease = None
+            alive = worker in self._workers and worker.kill_reason is None
+            fresh = worker.generation == self._generation
+            if alive and fresh:
+                worker.idle_since = time.monotonic()
+                self._idle.append(worker)
+                self._cond.notify()
+        if alive and not fresh:
+            self._retire(worker, "reload")
+        self.admission.release(lease.key)
+        try:
+            lease.on_done(reply)
+        except Exception:
+            log.exception("recording a finished query failed")
+
+    # -- calls to a worker -------------------------------------------------------------------
+
+    def _call(self, lease: Lease, kind: str, body: bytes) -> list[bytes]:
+        client = lease.worker.client
+        assert client is not None
+        try:
+            return [
+                r.body.to_pybytes()
+                for r in client.do_action(flight.Action(kind, body), _options(0))
+            ]
+        except (flight.FlightError, pa.ArrowException) as exc:
+            raise self._failure(lease, exc) from None
+
+    def _parse(self, lease: Lease, decode: Callable[[bytes], Any], results: list[bytes]) -> Any:
+        try:
+            if len(results) != 1:
+                raise WorkerProtocolError(f"{len(results)} results instead of 1")
+            return decode(results[0])
+        except WorkerProtocolError as exc:
+            log.error(
+                "engine worker sent an invalid reply: replacing it",
+                extra={"fields": {"query_id": lease.query_id, "error": str(exc)}},
+            )
+            self.kill(lease.worker, "invalid reply")
+            raise flight.FlightInternalError(
+                f"the engine sent an invalid reply (query {lease.query_id}); retry the query"
+            ) from None
+
+    def _failure(self, lease: Lease, exc: BaseException) -> Exception:
+        """The client-facing error for a failed call to the lease's worker."""
+        if isinstance(exc, flight.FlightError):
+            sent = error_from_flight(exc)
+            if sent is not None:
+                return sent
+        worker = lease.worker
+        worker.process.join(2.0)  # a kill or a crash: the process is (nearly) gone already
+        if worker.process.is_alive():
+            self.kill(worker, "unresponsive")
+            error: Exception = flight.FlightUnavailableError(
+                f"the engine did not answer (query {lease.query_id}): {exc}; retry the query"
+            )
+            return error
+        return self._death_error(lease, worker.kill_reason or _exit_reason(worker.process))
+
+    def _death_error(self, lease: Lease, reason: str) -> Exception:
+        query = f"query {lease.query_id}"
+        timeout = self._settings.query_timeout
+        errors: dict[str, Callable[[], Exception]] = {
+            "timeout": lambda: flight.FlightTimedOutError(
+                f"{query} exceeded query_timeout ({timeout:g} s); narrow it or ask the "
+                "operator to raise the limit"
+            ),
+            "cancelled": lambda: flight.FlightCancelledError(f"{query} was cancelled"),
+            "disconnected": lambda: flight.FlightCancelledError(
+                f"{query} stopped: the client went away"
+            ),
+            "memory": lambda: ResourceExhausted(
+                f"{query} needed more memory than memory_limit ({self._settings.memory_limit}) "
+                "allows and was stopped; narrow it (filters, fewer columns or rows, a LIMIT, "
+                "smaller literals) or ask the operator to raise memory_limit"
+            ),
+            "stopped": lambda: flight.FlightUnavailableError(
+                f"{query} stopped: the server is shutting down; retry"
+            ),
+        }
+        crashed = lambda: flight.FlightInternalError(  # noqa: E731
+            f"{query} crashed its engine worker ({reason}); the server and other queries are "
+            "not affected. This is an engine bug: simplify the query (e.g. fewer nested "
+            "expressions) and report it with the query id"
+        )
+        error: Exception = errors.get(reason, crashed)()
+        return error
+
+    def kill(self, worker: _Worker, reason: str) -> None:
+        """Kill a worker for ``reason``; the supervisor replaces it."""
+        if worker.kill_reason is None:
+            worker.kill_reason = reason
+        worker.process.kill()
+
+    # -- supervision -------------------------------------------------------------------------
+
+    def _supervise(self) -> None:
+        while not self._stopping:
+            try:
+                self._tick(time.monotonic())
+            except Exception:
+                log.exception("engine supervisor tick failed")
+            time.sleep(_TICK_S)
+
+    def _tick(self, now: float) -> None:
+        with self._cond:
+            workers = list(self._workers)
+        usage: dict[_Worker, int] = {}
+        for worker in workers:
+            if not worker.process.is_alive():
+                self._buried(worker)
+                continue
+            lease = worker.lease
+            if lease is not None:
+                self._check_lease(lease, now)
+                usage[worker] = worker.usage()
+            elif worker in self._idle and now - worker.idle_since > _GRACE_S:
+                if worker.usage() > _RETAIN_BYTES:
+                    self._retire(worker, "recycled")
+        limit = self._memory_limit
+        if limit is not None and usage and sum(usage.values()) > limit:
+            biggest = max(usage, key=lambda w: usage[w])
+            log.warning(
+                "memory_limit crossed: stopping the query using the most",
+                extra={
+                    "fields": {
+                        "query_id": biggest.lease.query_id if biggest.lease else "",
+                        "query_bytes": usage[biggest],
+                        "all_queries_bytes": sum(usage.values()),
+                        "memory_limit_bytes": limit,
+                    }
+                },
+            )
+            self.kill(biggest, "memory")
+
+    def _check_lease(self, lease: Lease, now: float) -> None:
+        if lease.phase in ("finishing", "ended"):
+            return
+        interruptible = lease.phase == "streaming"  # the worker checks between batches
+        if lease.cancelled is not None and lease.cancelled.is_set() and not lease.cancel_sent:
+            lease.cancel_sent = True
+            if not interruptible:
+                self.kill(lease.worker, "cancelled")
+                return
+            self._helpers.submit(self._send_cancel, lease)
+            lease.kill_at, lease.kill_reason = now + _GRACE_S, "cancelled"
+        if lease.deadline is not None and now > lease.deadline and lease.kill_at is None:
+            if not interruptible:
+                self.kill(lease.worker, "timeout")
+                return
+            lease.kill_at, lease.kill_reason = lease.deadline + _GRACE_S, "timeout"
+        if not interruptible and lease.context is not None and lease.context.is_cancelled():
+            self.kill(lease.worker, "disconnected")
+            return
+        if lease.kill_at is not None and now > lease.kill_at:
+            self.kill(lease.worker, lease.kill_reason)
+
+    def _send_cancel(self, lease: Lease) -> None:
+        client = lease.worker.client
+        try:
+            if client is not None:
+                list(client.do_action(flight.Action(CANCEL, b""), _options(_GRACE_S)))
+        except (flight.FlightError, pa.ArrowException):
+            pass  # the kill that follows the grace period stops it
+
+    def _buried(self, worker: _Worker) -> None:
+        """A worker process is gone: account for it, end its lease, start another."""
+        with self._cond:
+            if worker not in self._workers:
+                return
+            self._workers.remove(worker)
+            if worker in self._idle:
+                self._idle.remove(worker)
+        reason = worker.kill_reason or _exit_reason(worker.process)
+        lease = worker.lease
+        expected = reason in ("reload", "recycled", "stopped")
+        (log.info if expected else log.warning)(
+            "engine worker replaced",
+            extra={
+                "fields": {
+                    "worker": worker.number,
+                    "reason": reason,
+                    "exit_code": worker.process.exitcode,
+                    "query_id": lease.query_id if lease else None,
+                }
+            },
+        )
+        self._on_restart(reason)
+        if worker.client is not None:
+            worker.client.close()
+        if lease is not None and lease.phase not in ("planning", "starting"):
+            # A call waiting on this worker ends its lease itself, with the reason; a stream
+            # that is being read or finished has nobody waiting: end its lease here.
+            self._end(lease, FinishReply(reason, 0, 0, reason))
+        self._replace(worker)
+
+    # -- health and introspection ------------------------------------------------------------
+
+    def probe(self) -> None:
+        """Raise unless the supervisor runs and a worker answers (an idle one runs a trivial
+        query; busy ones count as alive)."""
+        if not self._supervisor.is_alive():
+            raise RuntimeError("the engine supervisor is not running")
+        with self._cond:
+            idle = self._idle[-1] if self._idle else None
+            busy = any(w.lease is not None and w.process.is_alive() for w in self._workers)
+        if idle is not None and idle.client is not None:
+            try:
+                list(idle.client.do_action(flight.Action(PROBE, b""), _options(5.0)))
+                return
+            except (flight.FlightError, pa.ArrowException):
+                if idle.process.is_alive() and not busy:
+                    raise
+        if not busy and idle is None:
+            raise RuntimeError("no engine worker is running")
+
+    def states(self) -> dict[str, int]:
+        """Workers by state: idle, busy, starting."""
+        with self._cond:
+            idle = len(self._idle)
+            busy = sum(1 for w in self._workers if w.lease is not None)
+            return {"idle": idle, "busy": busy, "starting": self._starting}
+
+    def memory(self) -> int:
+        """Bytes the workers hold above their start (what queries use now)."""
+        with self._cond:
+            workers = list(self._workers)
+        return sum(w.usage() for w in workers)
+
+    def pids(self) -> list[int]:
+        with self._cond:
+            return [w.process.pid for w in self._workers if w.process.pid]
+
+
+def _options(timeout: float) -> flight.FlightCallOptions:
+    return flight.FlightCallOptions(timeout=timeout or None)
+
+
+def _outcome(error: Exception) -> tuple[str, str]:
+    """(audit outcome, error class) of a query that failed with ``error``."""
+    if isinstance(error, flight.FlightTimedOutError):
+        return "timeout", "DEADLINE_EXCEEDED"
+    if isinstance(error, flight.FlightCancelledError):
+        return "cancelled", "CANCELLED"
+    return "error", type(error).__name__
+
+
+def _exit_reason(process: BaseProcess) -> str:
+    code = process.exitcode
+    if code == worker_process.EXIT_STALLED:
+        return "stalled"
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with status {code}"

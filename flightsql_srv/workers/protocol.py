@@ -1,0 +1,203 @@
+"""The messages between the front and an engine worker.
+
+Both sides speak Arrow Flight over a Unix socket: ``DoAction`` for planning and control,
+``DoGet`` for results. Requests and replies are small JSON documents; a failure travels as a
+Flight error whose ``extra_info`` names the service error class and its message, so the
+front can answer the client exactly as if it had planned the query itself.
+
+The front treats everything a worker sends as untrusted input: a reply that does not parse
+becomes :class:`WorkerProtocolError`, never an unhandled exception.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.flight as flight
+
+from flightsql_srv.contexts import Visibility
+from flightsql_srv.errors import (
+    InvalidArgument,
+    NotFound,
+    Overloaded,
+    ReadOnlyViolation,
+    ResourceExhausted,
+    SourceUnavailable,
+    Unimplemented,
+)
+from flightsql_srv.query import Query
+
+__all__ = [
+    "WorkRequest",
+    "PlanReply",
+    "FinishReply",
+    "WorkerProtocolError",
+    "error_to_flight",
+    "error_from_flight",
+]
+
+#: Action types a worker answers.
+PLAN, PROBE, CANCEL, FINISH = "plan", "probe", "cancel", "finish"
+#: Replies larger than this are refused (a schema of thousands of columns is ~1 MB).
+MAX_REPLY_BYTES = 64 * 1024 * 1024
+
+#: Service errors that cross the boundary by class name; anything else is INTERNAL.
+_ERRORS: dict[str, type[Exception]] = {
+    cls.__name__: cls
+    for cls in (
+        InvalidArgument,
+        ReadOnlyViolation,
+        NotFound,
+        Unimplemented,
+        ResourceExhausted,
+        Overloaded,
+        SourceUnavailable,
+    )
+}
+_ERRORS["FlightTimedOutError"] = flight.FlightTimedOutError
+_ERRORS["FlightCancelledError"] = flight.FlightCancelledError
+
+
+class WorkerProtocolError(Exception):
+    """A worker sent something that is not a valid reply."""
+
+
+@dataclass(frozen=True)
+class WorkRequest:
+    """One query for a worker: plan it, or run it (all of it, or some partitions)."""
+
+    query_id: str
+    query: Query
+    fixed_partitions: bool = False
+    #: (index, endpoints, partitions) for parallel fetch.
+    partition: tuple[int, int, int] | None = None
+    #: Seconds the query may still run (0: no limit); checked between batches.
+    timeout: float = 0.0
+
+    def encode(self) -> bytes:
+        visible = self.query.visible
+        return json.dumps(
+            {
+                "id": self.query_id,
+                "query": self.query.body(),
+                "visible": sorted(visible) if visible is not None else None,
+                "fixed_partitions": self.fixed_partitions,
+                "partition": list(self.partition) if self.partition else None,
+                "timeout": self.timeout,
+            }
+        ).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> WorkRequest:
+        """Parse a request (in the worker: it comes from the front, which built it)."""
+        raw = json.loads(data)
+        visible: Visibility = None
+        if raw["visible"] is not None:
+            visible = frozenset((str(s), str(t)) for s, t in raw["visible"])
+        query = Query.from_body(raw["query"])
+        query = Query(**{**vars(query), "visible": visible})
+        partition = raw["partition"]
+        return cls(
+            query_id=str(raw["id"]),
+            query=query,
+            fixed_partitions=bool(raw["fixed_partitions"]),
+            partition=(int(partition[0]), int(partition[1]), int(partition[2]))
+            if partition
+            else None,
+            timeout=float(raw["timeout"]),
+        )
+
+
+@dataclass(frozen=True)
+class PlanReply:
+    """A planned query: its result schema and how many fixed partitions it has."""
+
+    schema: pa.Schema
+    partitions: int
+
+    def encode(self) -> bytes:
+        schema = base64.b64encode(self.schema.serialize().to_pybytes()).decode()
+        return json.dumps({"schema": schema, "partitions": self.partitions}).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> PlanReply:
+        raw = _document(data)
+        partitions = raw.get("partitions")
+        if type(partitions) is not int or partitions < 1:
+            raise WorkerProtocolError("plan reply without a positive partition count")
+        return cls(_schema(raw.get("schema")), partitions)
+
+
+@dataclass(frozen=True)
+class FinishReply:
+    """How a query's result stream ended in the worker."""
+
+    outcome: str
+    rows: int
+    nbytes: int
+    error_class: str = ""
+
+    def encode(self) -> bytes:
+        return json.dumps(vars(self)).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> FinishReply:
+        raw = _document(data)
+        outcome, rows, size = raw.get("outcome"), raw.get("rows"), raw.get("nbytes")
+        error_class = raw.get("error_class", "")
+        if not (
+            isinstance(outcome, str)
+            and type(rows) is int
+            and type(size) is int
+            and isinstance(error_class, str)
+        ):
+            raise WorkerProtocolError("finish reply with missing or mistyped fields")
+        return cls(outcome[:64], rows, size, error_class[:64])
+
+
+def _document(data: bytes) -> dict[str, Any]:
+    if len(data) > MAX_REPLY_BYTES:
+        raise WorkerProtocolError(f"reply of {len(data)} bytes is larger than allowed")
+    try:
+        raw = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise WorkerProtocolError(f"reply is not JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise WorkerProtocolError("reply is not a JSON object")
+    return raw
+
+
+def _schema(value: Any) -> pa.Schema:
+    if not isinstance(value, str):
+        raise WorkerProtocolError("reply without a schema")
+    try:
+        return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(value, validate=True)))
+    except (ValueError, pa.ArrowException) as exc:
+        raise WorkerProtocolError(f"reply with an unreadable schema: {exc}") from None
+
+
+def error_to_flight(exc: BaseException) -> flight.FlightError:
+    """``exc`` (raised in a worker) as a Flight error the front can turn back into it."""
+    name = next((c.__name__ for c in type(exc).__mro__ if c.__name__ in _ERRORS), "Internal")
+    detail = json.dumps({"class": name, "message": str(exc)}).encode()
+    return flight.FlightServerError(str(exc), extra_info=detail)
+
+
+def error_from_flight(exc: flight.FlightError) -> Exception | None:
+    """The service error a worker sent, or None when ``exc`` did not come from
+    :func:`error_to_flight` (the worker died, the socket broke)."""
+    try:
+        raw = json.loads(exc.extra_info or b"")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(raw, dict) or not isinstance(raw.get("message"), str):
+        return None
+    message, cls = raw["message"], _ERRORS.get(str(raw.get("class")))
+    error: Exception = (
+        flight.FlightInternalError(f"the engine failed: {message}") if cls is None else cls(message)
+    )
+    return error

@@ -1,0 +1,212 @@
+"""An engine worker process: a Flight server on a Unix socket that plans and runs one query at
+a time on its own DataFusion engine.
+
+The front leases a worker for one query, so whatever that query does to the process (a stack
+overflow, a runaway allocation, a batch that never ends) costs only that query: the front
+kills the process and starts another. Inside, the worker checks the query's deadline and a
+cancel request between batches (a clean error for the client); the front's kill is the
+backstop for the time in between.
+
+A result stream whose reader stops reading for ``stall_timeout`` seconds ends the process
+(exit code :data:`EXIT_STALLED`): nothing else would free the slot it holds.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.flight as flight
+
+from flightsql_srv.batches import byte_size
+from flightsql_srv.catalog import SchemaDecl
+from flightsql_srv.config import Settings
+from flightsql_srv.engine import Engine, Plan
+from flightsql_srv.observability import configure_logging
+from flightsql_srv.query import Query
+from flightsql_srv.workers.protocol import (
+    CANCEL,
+    FINISH,
+    PLAN,
+    PROBE,
+    FinishReply,
+    PlanReply,
+    WorkRequest,
+    error_to_flight,
+)
+
+__all__ = ["main", "plan_query", "EXIT_STALLED"]
+
+log = logging.getLogger("flightsql_srv.worker")
+
+#: Exit status of a worker that ended a stream nobody read.
+EXIT_STALLED = 3
+_PR_SET_PDEATHSIG = 1
+
+
+def plan_query(engine: Engine, request: WorkRequest) -> Plan:
+    """Plan a request's query (SQL or Substrait) on ``engine``."""
+    query: Query = request.query
+    if query.substrait is not None:
+        plan = engine.plan_substrait(
+            query.substrait,
+            query.options,
+            limit=query.limit,
+            grafana=query.grafana,
+            visible=query.visible,
+        )
+    else:
+        plan = engine.plan(
+            query.sql,
+            query.params,
+            query.options,
+            bounds=query.bounds,
+            limit=query.limit,
+            grafana=query.grafana,
+            visible=query.visible,
+            fixed_partitions=request.fixed_partitions or request.partition is not None,
+        )
+    return replace(plan, partition=request.partition) if request.partition else plan
+
+
+class _Stream:
+    """The result stream of the query a worker runs, with its stop conditions."""
+
+    def __init__(self, request: WorkRequest) -> None:
+        self.deadline = time.monotonic() + request.timeout if request.timeout else None
+        self.timeout = request.timeout
+        self.cancelled = threading.Event()
+        self.done = threading.Event()
+        #: When the last batch was handed to gRPC and not yet taken (None: not waiting).
+        self.waiting_since: float | None = None
+        self.finish = FinishReply("running", 0, 0)
+
+    def batches(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        rows = size = 0
+        outcome, error_class = "disconnected", ""
+        try:
+            for batch in batches:
+                if self.cancelled.is_set():
+                    outcome, error_class = "cancelled", "CANCELLED"
+                    raise flight.FlightCancelledError("the query was cancelled")
+                if self.deadline is not None and time.monotonic() > self.deadline:
+                    outcome, error_class = "timeout", "DEADLINE_EXCEEDED"
+                    raise flight.FlightTimedOutError(
+                        f"query exceeded query_timeout ({self.timeout:g} s); narrow it or ask "
+                        "the operator to raise the limit"
+                    )
+                rows += batch.num_rows
+                size += byte_size(batch)
+                self.waiting_since = time.monotonic()
+                yield batch
+                self.waiting_since = None
+            outcome = "ok"
+        except (flight.FlightCancelledError, flight.FlightTimedOutError):
+            raise
+        except Exception as exc:
+            outcome, error_class = "error", type(exc).__name__
+            raise error_to_flight(exc) from None
+        finally:
+            self.waiting_since = None
+            self.finish = FinishReply(outcome, rows, size, error_class)
+            self.done.set()
+
+
+class EngineWorker(flight.FlightServerBase):  # type: ignore[misc]
+    """The worker's Flight server (see the module docstring)."""
+
+    def __init__(self, location: str, engine: Engine, stall_timeout: float) -> None:
+        self.engine = engine
+        self.stall_timeout = stall_timeout
+        self.current: _Stream | None = None
+        super().__init__(location)
+
+    def do_action(self, context: flight.ServerCallContext, action: flight.Action) -> list[bytes]:
+        body = action.body.to_pybytes() if action.body is not None else b""
+        try:
+            return [self._action(action.type, body)]
+        except flight.FlightError:
+            raise
+        except Exception as exc:
+            raise error_to_flight(exc) from None
+
+    def _action(self, kind: str, body: bytes) -> bytes:
+        if kind == PLAN:
+            request = WorkRequest.decode(body)
+            plan = plan_query(self.engine, request)
+            partitions = plan.partitions() if request.fixed_partitions else 1
+            return PlanReply(plan.schema, partitions).encode()
+        if kind == PROBE:
+            self.engine.probe()
+            return b"{}"
+        if kind == CANCEL:
+            if self.current is not None:
+                self.current.cancelled.set()
+            return b"{}"
+        if kind == FINISH:
+            current = self.current
+            if current is None:
+                return FinishReply("ok", 0, 0).encode()
+            if not current.done.wait(float(body or b"1")):
+                return b'{"outcome": "running"}'
+            return current.finish.encode()
+        raise NotImplementedError(f"unknown worker action {kind!r}")
+
+    def do_get(
+        self, context: flight.ServerCallContext, ticket: flight.Ticket
+    ) -> flight.FlightDataStream:
+        try:
+            request = WorkRequest.decode(ticket.ticket)
+            stream = _Stream(request)
+            self.current = stream
+            schema, batches = plan_query(self.engine, request).execute()
+        except Exception as exc:
+            if self.current is not None:
+                self.current.finish = FinishReply("error", 0, 0, type(exc).__name__)
+                self.current.done.set()
+            raise error_to_flight(exc) from None
+        return flight.GeneratorStream(schema, stream.batches(batches))
+
+    def watch_stalls(self) -> None:
+        """End the process when a result stream has not been read for ``stall_timeout``."""
+        while True:
+            time.sleep(min(1.0, self.stall_timeout / 4))
+            current = self.current
+            since = current.waiting_since if current is not None else None
+            if since is not None and time.monotonic() - since > self.stall_timeout:
+                log.warning(
+                    "result stream not read: ending the worker to free its slot",
+                    extra={"fields": {"stall_timeout": self.stall_timeout}},
+                )
+                os._exit(EXIT_STALLED)
+
+
+def _die_with_parent() -> None:
+    """Exit when the process that started us does (Linux), so no worker outlives the
+    service, whatever way it ended."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+def main(socket_path: str, settings: Settings, schemas: list[SchemaDecl], **options: Any) -> None:
+    """Run a worker until it is killed. ``options``: ``stall_timeout`` (seconds)."""
+    _die_with_parent()
+    # The terminal's Ctrl-C reaches the whole process group; the front decides when we stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    configure_logging(settings.log_level, settings.log_format)
+    engine = Engine(settings, schemas)
+    server = EngineWorker(
+        flight.Location.for_grpc_unix(socket_path), engine, options["stall_timeout"]
+    )
+    threading.Thread(target=server.watch_stalls, name="stall-watch", daemon=True).start()
+    server.serve()
