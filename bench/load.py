@@ -46,6 +46,7 @@ import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench import data, report
+from bench.processes import ServiceProcesses
 from bench.server import running_server
 
 __all__ = ["LoadConfig", "run", "main", "expected_rows", "slope_per_min"]
@@ -134,6 +135,7 @@ class ServerSampler:
 
     def __init__(self, pid: int, interval: float, health_port: int) -> None:
         self._process = psutil.Process(pid)
+        self._service = ServiceProcesses(pid)
         self._channel = grpc.insecure_channel(f"127.0.0.1:{health_port}")
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._interval = interval
@@ -148,10 +150,10 @@ class ServerSampler:
             with self._process.oneshot():
                 sample = Sample(
                     t=time.monotonic() - self._t0,
-                    rss_mb=self._process.memory_info().rss / report.MB,
+                    rss_mb=self._service.memory() / report.MB,
                     fds=self._process.num_fds(),
                     threads=self._process.num_threads(),
-                    cpu_percent=self._process.cpu_percent(),
+                    cpu_percent=self._service.cpu_percent(),
                     serving=False,
                 )
         except psutil.Error:

@@ -24,6 +24,8 @@ from pathlib import Path
 import psutil
 import pyarrow.flight as flight
 
+from bench.processes import ServiceProcesses
+
 __all__ = [
     "ROOT",
     "ServerProcess",
@@ -206,21 +208,22 @@ def running_server(
 
 
 class RssSampler:
-    """Samples a process's resident set size every ``interval`` seconds in a thread.
+    """Samples a service's memory (its processes' PSS, see :mod:`bench.processes`) every
+    ``interval`` seconds in a thread.
 
     Use as a context manager around the measured section; ``peak`` is the highest sample
     seen, including one taken on entry and one on exit.
     """
 
     def __init__(self, pid: int, interval: float = 0.05) -> None:
-        self._process = psutil.Process(pid)
+        self._process = ServiceProcesses(pid)
         self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
         self.samples: list[int] = []
 
     def rss(self) -> int:
-        """The current RSS in bytes (0 once the process is gone)."""
+        """The current memory in bytes (0 once the service is gone)."""
         try:
             value: int = self._process.memory_info().rss
         except psutil.Error:

@@ -21,6 +21,7 @@ from bench.common import Sessions, log
 from bench.contenders import INPROCESS, OURS, ROAPI, flight_contender, inprocess_contender
 from bench.machine import machine_info
 from bench.params import FULL, QUICK, Params
+from bench.processes import ServiceProcesses
 from bench.report import MB
 from bench.server import RssSampler, ServerProcess, running_server
 
@@ -33,12 +34,12 @@ RSS_INTERVAL_S = scans.RSS_INTERVAL_S
 
 
 def _cpu_seconds(pid: int | None) -> float:
-    """User + system CPU seconds ``pid`` has used so far (0 once it is gone)."""
+    """User + system CPU seconds the service ``pid`` (with its engine workers) has used so
+    far (0 once it is gone)."""
     try:
-        times = psutil.Process(pid).cpu_times()
+        return ServiceProcesses(pid or 0).cpu_seconds()
     except psutil.Error:
         return 0.0
-    return float(times.user + times.system)
 
 
 def _roapi_status(binary: str | None, missing: str) -> dict[str, str]:

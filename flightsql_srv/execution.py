@@ -22,6 +22,8 @@ __all__ = ["Executor"]
 
 #: Outcomes an audit record may have; a worker's end (a kill reason) becomes "error".
 _OUTCOMES = {"ok", "error", "timeout", "cancelled", "disconnected"}
+#: The error class audit records give these outcomes (the gRPC status).
+_STATUS = {"timeout": "DEADLINE_EXCEEDED", "cancelled": "CANCELLED"}
 
 
 class Executor:
@@ -73,7 +75,8 @@ class Executor:
             on_close()
             self.auditor.finish(record)
             raise
-        lease.on_done = lambda reply: self._finish(record, reply, on_close)
+        leased = time.monotonic()
+        lease.on_done = lambda reply: self._finish(record, reply, on_close, leased)
         request = WorkRequest(
             record.query_id, query, partition=partition, timeout=self.query_timeout
         )
@@ -85,12 +88,19 @@ class Executor:
         return schema, stream
 
     def _finish(
-        self, record: QueryRecord, reply: FinishReply, on_close: Callable[[], None]
+        self,
+        record: QueryRecord,
+        reply: FinishReply,
+        on_close: Callable[[], None],
+        leased: float,
     ) -> None:
         if reply.outcome in _OUTCOMES:
-            record.outcome, record.error_class = reply.outcome, reply.error_class
+            record.outcome = reply.outcome
+            record.error_class = _STATUS.get(reply.outcome, reply.error_class)
         else:  # the worker was stopped or crashed: the reason is the class
             record.outcome, record.error_class = "error", reply.error_class or reply.outcome
         record.rows, record.bytes = reply.rows, reply.nbytes
+        if reply.plan_s:
+            record.plan_s = leased - record.started + reply.plan_s
         on_close()
         self.auditor.finish(record)

@@ -7,11 +7,11 @@ import threading
 import time
 import urllib.request
 
-import psutil
 import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
+from bench.processes import ServiceProcesses
 from flightsql_srv.app import Service
 from flightsql_srv.protocol import pack, sql_pb2
 from tests.conftest import free_port, running_server, server_process
@@ -109,7 +109,7 @@ def test_memory_limit_gives_resource_exhausted_not_oom() -> None:
 
 def test_client_cancel_stops_the_engine() -> None:
     with server_process() as (proc, port):
-        server = psutil.Process(proc.pid)
+        server = ServiceProcesses(proc.pid)
         client = flight.connect(f"grpc://127.0.0.1:{port}")
         sql = "select md5(cast(value as varchar)) as h from range(2000000000)"
         reader = _open(client, sql)

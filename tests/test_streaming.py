@@ -9,12 +9,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.flight as flight
 import pytest
 
+from bench.processes import ServiceProcesses
 from tests.helpers import drain, serve_subprocess, statement_descriptor
 
 ROWS = 10_000_000
@@ -25,7 +25,7 @@ MAX_MESSAGE = 4 * 2**20
 @contextmanager
 def _peak_rss(pid: int, interval: float = 0.05) -> Iterator[list[int]]:
     """Sample the process's RSS in a background thread; yields [peak] (updated live)."""
-    process = psutil.Process(pid)
+    process = ServiceProcesses(pid)
     peak = [process.memory_info().rss]
     stop = threading.Event()
 
@@ -54,7 +54,7 @@ def test_ten_million_rows_stream_with_bounded_memory(
     ):
         warm = client.get_flight_info(statement_descriptor("select value from range(100000)"))
         assert drain(client.do_get(warm.endpoints[0].ticket))[0] == 100_000
-        baseline = psutil.Process(proc.pid).memory_info().rss
+        baseline = ServiceProcesses(proc.pid).memory()
         with _peak_rss(proc.pid) as peak:
             started = time.monotonic()
             info = client.get_flight_info(statement_descriptor(sql))

@@ -188,7 +188,9 @@ class EnginePool:
             process = _context.Process(
                 target=worker_process.main,
                 args=(path, self._settings, self._schemas),
-                kwargs={"stall_timeout": self._settings.stall_timeout},
+                # The fork server keeps the environment it started with; object store
+                # credentials and the like must be the front's as of now.
+                kwargs={"stall_timeout": self._settings.stall_timeout, "env": dict(os.environ)},
                 name=f"flightsql-srv-worker-{number}",
                 daemon=True,
             )
@@ -337,10 +339,19 @@ class EnginePool:
     def _stream(
         self, lease: Lease, reader: flight.FlightStreamReader
     ) -> Iterator[flight.FlightDataStream]:
+        over = False
         try:
             yield flight.RecordBatchStream(reader.to_reader())
+            # Read through: the worker is done; how it ended decides what the client hears.
+            over = True
+            reply = self._finish_reply(lease, wait=_GRACE_S)
+            self._end(lease, reply)
+            error = reply.error()
+            if error is not None:
+                raise error
         finally:
-            self.finish(lease)
+            if not over:  # the client went away, or the stream broke
+                self.finish(lease)
 
     def finish(self, lease: Lease) -> None:
         """The client is done with the stream (read through, failed or gone): let the worker
@@ -355,16 +366,21 @@ class EnginePool:
         self._helpers.submit(self._complete, lease)
 
     def _complete(self, lease: Lease) -> None:
-        reply: FinishReply | None = None
         try:
-            results = self._call(lease, FINISH, str(_GRACE_S).encode())
-            reply = self._parse(lease, FinishReply.decode, results)
+            reply = self._finish_reply(lease, wait=_GRACE_S)
         except Exception:  # the worker died meanwhile, or answered nonsense
-            reply = None
-        if reply is None or reply.outcome == "running":
-            self.kill(lease.worker, "abandoned")
             reply = FinishReply("disconnected", 0, 0)
         self._end(lease, reply)
+
+    def _finish_reply(self, lease: Lease, wait: float) -> FinishReply:
+        """How the lease's stream ended, from the worker; a worker that is still running it
+        after ``wait`` seconds is killed."""
+        results = self._call(lease, FINISH, str(wait).encode())
+        reply: FinishReply = self._parse(lease, FinishReply.decode, results)
+        if reply.outcome == "running":
+            self.kill(lease.worker, "abandoned")
+            reply = FinishReply("disconnected", 0, 0)
+        return reply
 
     def _end(self, lease: Lease, reply: FinishReply) -> None:
         """Give the lease's slot and worker back (once)."""
@@ -453,11 +469,14 @@ class EnginePool:
                 f"{query} stopped: the server is shutting down; retry"
             ),
         }
-        crashed = lambda: flight.FlightInternalError(  # noqa: E731
-            f"{query} crashed its engine worker ({reason}); the server and other queries are "
-            "not affected. This is an engine bug: simplify the query (e.g. fewer nested "
-            "expressions) and report it with the query id"
-        )
+        def crashed() -> Exception:
+            error: Exception = flight.FlightInternalError(
+                f"{query} crashed its engine worker ({reason}); the server and other queries "
+                "are not affected. This is an engine bug: simplify the query (e.g. fewer "
+                "nested expressions) and report it with the query id"
+            )
+            return error
+
         error: Exception = errors.get(reason, crashed)()
         return error
 

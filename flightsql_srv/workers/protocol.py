@@ -134,12 +134,21 @@ class PlanReply:
 
 @dataclass(frozen=True)
 class FinishReply:
-    """How a query's result stream ended in the worker."""
+    """How a query's result stream ended in the worker.
+
+    A worker ends a failed stream cleanly and reports the failure here, so the front can
+    answer the client with the right status code (an error raised inside the stream would
+    reach the client as UNKNOWN).
+    """
 
     outcome: str
     rows: int
     nbytes: int
+    #: The service error's class name when the query failed, and its message.
     error_class: str = ""
+    message: str = ""
+    #: Seconds the worker spent planning.
+    plan_s: float = 0.0
 
     def encode(self) -> bytes:
         return json.dumps(vars(self)).encode()
@@ -148,15 +157,30 @@ class FinishReply:
     def decode(cls, data: bytes) -> FinishReply:
         raw = _document(data)
         outcome, rows, size = raw.get("outcome"), raw.get("rows"), raw.get("nbytes")
-        error_class = raw.get("error_class", "")
+        error_class, message = raw.get("error_class", ""), raw.get("message", "")
+        plan_s = raw.get("plan_s", 0.0)
         if not (
             isinstance(outcome, str)
             and type(rows) is int
             and type(size) is int
             and isinstance(error_class, str)
+            and isinstance(message, str)
+            and type(plan_s) in (int, float)
         ):
             raise WorkerProtocolError("finish reply with missing or mistyped fields")
-        return cls(outcome[:64], rows, size, error_class[:64])
+        return cls(outcome[:64], rows, size, error_class[:64], message, float(plan_s))
+
+    def error(self) -> Exception | None:
+        """The error to answer the client with, when the query failed."""
+        if not self.error_class:
+            return None
+        cls = _ERRORS.get(self.error_class)
+        error: Exception = (
+            cls(self.message)
+            if cls is not None
+            else flight.FlightInternalError(f"the engine failed: {self.message}")
+        )
+        return error
 
 
 def _document(data: bytes) -> dict[str, Any]:
@@ -180,9 +204,14 @@ def _schema(value: Any) -> pa.Schema:
         raise WorkerProtocolError(f"reply with an unreadable schema: {exc}") from None
 
 
+def error_class(exc: BaseException) -> str:
+    """The name ``exc`` crosses the boundary as (``Internal`` for anything unexpected)."""
+    return next((c.__name__ for c in type(exc).__mro__ if c.__name__ in _ERRORS), "Internal")
+
+
 def error_to_flight(exc: BaseException) -> flight.FlightError:
     """``exc`` (raised in a worker) as a Flight error the front can turn back into it."""
-    name = next((c.__name__ for c in type(exc).__mro__ if c.__name__ in _ERRORS), "Internal")
+    name = error_class(exc)
     detail = json.dumps({"class": name, "message": str(exc)}).encode()
     return flight.FlightServerError(str(exc), extra_info=detail)
 

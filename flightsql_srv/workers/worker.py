@@ -40,6 +40,7 @@ from flightsql_srv.workers.protocol import (
     FinishReply,
     PlanReply,
     WorkRequest,
+    error_class,
     error_to_flight,
 )
 
@@ -88,35 +89,48 @@ class _Stream:
         #: When the last batch was handed to gRPC and not yet taken (None: not waiting).
         self.waiting_since: float | None = None
         self.finish = FinishReply("running", 0, 0)
+        self.plan_s = 0.0
 
     def batches(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """``batches``, stopped by a cancel or the deadline; a failure ends the stream
+        cleanly and is reported by :attr:`finish` (see :class:`FinishReply`)."""
         rows = size = 0
-        outcome, error_class = "disconnected", ""
+        outcome, failure = "disconnected", None
         try:
             for batch in batches:
                 if self.cancelled.is_set():
-                    outcome, error_class = "cancelled", "CANCELLED"
-                    raise flight.FlightCancelledError("the query was cancelled")
-                if self.deadline is not None and time.monotonic() > self.deadline:
-                    outcome, error_class = "timeout", "DEADLINE_EXCEEDED"
-                    raise flight.FlightTimedOutError(
-                        f"query exceeded query_timeout ({self.timeout:g} s); narrow it or ask "
-                        "the operator to raise the limit"
+                    outcome, failure = (
+                        "cancelled",
+                        flight.FlightCancelledError("the query was cancelled"),
                     )
+                    return
+                if self.deadline is not None and time.monotonic() > self.deadline:
+                    outcome, failure = (
+                        "timeout",
+                        flight.FlightTimedOutError(
+                            f"query exceeded query_timeout ({self.timeout:g} s); narrow it or ask "
+                            "the operator to raise the limit"
+                        ),
+                    )
+                    return
                 rows += batch.num_rows
                 size += byte_size(batch)
                 self.waiting_since = time.monotonic()
                 yield batch
                 self.waiting_since = None
             outcome = "ok"
-        except (flight.FlightCancelledError, flight.FlightTimedOutError):
-            raise
         except Exception as exc:
-            outcome, error_class = "error", type(exc).__name__
-            raise error_to_flight(exc) from None
+            outcome, failure = "error", exc
         finally:
             self.waiting_since = None
-            self.finish = FinishReply(outcome, rows, size, error_class)
+            self.finish = FinishReply(
+                outcome,
+                rows,
+                size,
+                error_class(failure) if failure is not None else "",
+                str(failure) if failure is not None else "",
+                self.plan_s,
+            )
             self.done.set()
 
 
@@ -163,15 +177,18 @@ class EngineWorker(flight.FlightServerBase):  # type: ignore[misc]
     def do_get(
         self, context: flight.ServerCallContext, ticket: flight.Ticket
     ) -> flight.FlightDataStream:
+        stream: _Stream | None = None
         try:
             request = WorkRequest.decode(ticket.ticket)
-            stream = _Stream(request)
-            self.current = stream
-            schema, batches = plan_query(self.engine, request).execute()
+            stream = self.current = _Stream(request)
+            started = time.monotonic()
+            plan = plan_query(self.engine, request)
+            stream.plan_s = time.monotonic() - started
+            schema, batches = plan.execute()
         except Exception as exc:
-            if self.current is not None:
-                self.current.finish = FinishReply("error", 0, 0, type(exc).__name__)
-                self.current.done.set()
+            if stream is not None:
+                stream.finish = FinishReply("error", 0, 0, error_class(exc), str(exc))
+                stream.done.set()
             raise error_to_flight(exc) from None
         return flight.GeneratorStream(schema, stream.batches(batches))
 
@@ -199,8 +216,11 @@ def _die_with_parent() -> None:
 
 
 def main(socket_path: str, settings: Settings, schemas: list[SchemaDecl], **options: Any) -> None:
-    """Run a worker until it is killed. ``options``: ``stall_timeout`` (seconds)."""
+    """Run a worker until it is killed. ``options``: ``stall_timeout`` (seconds) and ``env``
+    (the front's environment)."""
     _die_with_parent()
+    os.environ.clear()
+    os.environ.update(options["env"])
     # The terminal's Ctrl-C reaches the whole process group; the front decides when we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     configure_logging(settings.log_level, settings.log_format)
