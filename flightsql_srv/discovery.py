@@ -6,13 +6,13 @@ and nullability) of the Flight SQL specification; ADBC compares them field by fi
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import pyarrow as pa
 from google.protobuf.message import Message
 
 from flightsql_srv.engine import Engine, Visibility
+from flightsql_srv.errors import InvalidArgument
 from flightsql_srv.protocol import sql_pb2
 from flightsql_srv.results import portable_schema, with_column_metadata
 from flightsql_srv.sessions import SessionOptions
@@ -20,7 +20,7 @@ from flightsql_srv.sqlinfo import SqlInfoValue, sql_info_table
 from flightsql_srv.sqltext import quote_name
 from flightsql_srv.xdbc import XDBC_SCHEMA, xdbc_type_info
 
-__all__ = ["Discovery", "METADATA_COMMANDS", "like_to_regex"]
+__all__ = ["Discovery", "LikePattern", "MAX_PATTERN_CHARS", "METADATA_COMMANDS", "check_filters"]
 
 
 def _f(name: str, type_: pa.DataType, nullable: bool = True) -> pa.Field:
@@ -67,7 +67,13 @@ FOREIGN_KEYS_SCHEMA = pa.schema(
         _f("delete_rule", pa.uint8(), False),
     ]
 )
-_TABLE_TYPES = ["BASE TABLE", "VIEW"]
+#: Table types as the Flight SQL spec lists them (JDBC/ODBC names); clients filter on these.
+_TABLE_TYPES = ["TABLE", "VIEW"]
+#: DataFusion's information_schema type → the type reported.
+_REPORTED_TYPE = {"BASE TABLE": "TABLE"}
+#: Filter values read as other types: the SQL standard's name, and the Grafana datasource's
+#: generic "table" (it sends ["BASE TABLE", "table"]) meaning anything queryable.
+_TYPE_ALIASES = {"BASE TABLE": {"TABLE"}, "table": set(_TABLE_TYPES)}
 _INFORMATION_SCHEMA = "information_schema"
 
 #: Metadata commands answered by :class:`Discovery` (GetFlightInfo → DoGet).
@@ -85,28 +91,95 @@ METADATA_COMMANDS: tuple[type[Message], ...] = (
 )
 
 
-def like_to_regex(pattern: str) -> re.Pattern[str]:
-    """A SQL LIKE pattern (``%``, ``_``, ``\\`` escapes) as an anchored regex."""
-    out, escaped = [], False
-    for ch in pattern:
+class LikePattern:
+    """A SQL LIKE pattern (``%``, ``_``, ``\\`` escapes), matched without backtracking.
+
+    A regex built from the pattern backtracks: ``'%' * 200 + 'x'`` held the GIL for ~20 s.
+    This matcher is the greedy wildcard algorithm, O(len(pattern) * len(value)) at worst and
+    linear on the usual shapes (``abc%``, ``%abc``, exact names).
+
+    Args:
+        pattern: the pattern as the client sent it; a trailing lone ``\\`` is literal.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, pattern: str) -> None:
+        #: one entry per pattern position: a literal character, _ANY_ONE or _ANY_RUN
+        items: list[str | None | bool] = []
+        escaped = False
+        for ch in pattern:
+            if escaped:
+                items.append(ch)
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == "%":
+                if not items or items[-1] is not _ANY_RUN:  # "%%" is "%"
+                    items.append(_ANY_RUN)
+            elif ch == "_":
+                items.append(_ANY_ONE)
+            else:
+                items.append(ch)
         if escaped:
-            out.append(re.escape(ch))
-            escaped = False
-        elif ch == "\\":
-            escaped = True
-        elif ch == "%":
-            out.append(".*")
-        elif ch == "_":
-            out.append(".")
-        else:
-            out.append(re.escape(ch))
-    if escaped:
-        out.append(re.escape("\\"))
-    return re.compile("".join(out), re.DOTALL)
+            items.append("\\")
+        self._items = tuple(items)
+
+    def matches(self, value: str) -> bool:
+        """Whether the whole of ``value`` matches the pattern."""
+        p = self._items
+        n, m = len(value), len(p)
+        i = j = 0
+        star = -1  # index in p of the last % seen, and where its run ends in value
+        mark = 0
+        while i < n:
+            if j < m and p[j] is not _ANY_RUN and (p[j] is _ANY_ONE or p[j] == value[i]):
+                i += 1
+                j += 1
+            elif j < m and p[j] is _ANY_RUN:
+                star, mark = j, i
+                j += 1
+            elif star >= 0:
+                # Let the last % swallow one more character and retry what follows it;
+                # earlier %s never need revisiting, so this never goes exponential.
+                mark += 1
+                i, j = mark, star + 1
+            else:
+                return False
+        while j < m and p[j] is _ANY_RUN:
+            j += 1
+        return j == m
 
 
-def _matches(pattern: str | None, value: str) -> bool:
-    return pattern is None or like_to_regex(pattern).fullmatch(value) is not None
+_ANY_ONE = None
+_ANY_RUN = True
+#: Longest filter pattern or catalog name accepted; longer ones are refused before matching.
+MAX_PATTERN_CHARS = 1024
+_FILTER_FIELDS = ("catalog", "db_schema_filter_pattern", "table_name_filter_pattern")
+
+
+def _matcher(pattern: str | None) -> LikePattern | None:
+    return None if pattern is None else LikePattern(pattern)
+
+
+def _matches(pattern: LikePattern | None, value: str) -> bool:
+    return pattern is None or pattern.matches(value)
+
+
+def check_filters(command: Message) -> None:
+    """Refuse a GetDbSchemas/GetTables command whose filters are longer than the limit.
+
+    Raises:
+        InvalidArgument: naming the field and the limit.
+    """
+    for name in _FILTER_FIELDS:
+        if name in command.DESCRIPTOR.fields_by_name and command.HasField(name):
+            length = len(getattr(command, name))
+            if length > MAX_PATTERN_CHARS:
+                raise InvalidArgument(
+                    f"{name} is {length} characters long; at most {MAX_PATTERN_CHARS} "
+                    "are accepted: send a shorter pattern"
+                )
 
 
 def _opt(command: Message, name: str) -> Any:
@@ -134,7 +207,12 @@ class Discovery:
         self.show_information_schema = show_information_schema
 
     def schema(self, command: Message) -> pa.Schema:
-        """The result schema of ``command``, known without running it."""
+        """The result schema of ``command``, known without running it.
+
+        Raises:
+            InvalidArgument: a filter pattern is too long (see :func:`check_filters`).
+        """
+        check_filters(command)
         if isinstance(command, sql_pb2.CommandGetTables):
             return TABLES_WITH_SCHEMA if command.include_schema else TABLES_SCHEMA
         if isinstance(command, sql_pb2.CommandGetSqlInfo):
@@ -152,6 +230,7 @@ class Discovery:
 
     def table(self, command: Message, visible: Visibility = None) -> pa.Table:
         """The full result of ``command`` for a caller who may read ``visible`` tables."""
+        check_filters(command)
         c = sql_pb2
         if isinstance(command, c.CommandGetCatalogs):
             return pa.table({"catalog_name": [self.engine.catalog_name]}, CATALOGS_SCHEMA)
@@ -184,7 +263,7 @@ class Discovery:
     def _db_schemas(self, command: Message, visible: Visibility) -> pa.Table:
         names: list[str] = []
         if self._catalog_matches(_opt(command, "catalog")):
-            pattern = _opt(command, "db_schema_filter_pattern")
+            pattern = _matcher(_opt(command, "db_schema_filter_pattern"))
             names = [s for s in self._schema_names(visible) if _matches(pattern, s)]
         return pa.table(
             {"catalog_name": [self.engine.catalog_name] * len(names), "db_schema_name": names},
@@ -208,12 +287,13 @@ class Discovery:
             .to_pydict()
         )
         schemas = set(self._schema_names(visible))
+        schema_like, table_like = _matcher(schema_pattern), _matcher(table_pattern)
         rows = [
-            (s, t, kind)
+            (s, t, _REPORTED_TYPE.get(kind, kind))
             for s, t, kind in zip(
                 listing["table_schema"], listing["table_name"], listing["table_type"], strict=True
             )
-            if s in schemas and _matches(schema_pattern, s) and _matches(table_pattern, t)
+            if s in schemas and _matches(schema_like, s) and _matches(table_like, t)
         ]
         return sorted(rows)
 
@@ -227,10 +307,8 @@ class Discovery:
             )
         if command.table_types:
             wanted = set(command.table_types)
-            if "table" in wanted:
-                # Not a type this server reports: clients that send it (the Grafana
-                # datasource sends ["BASE TABLE", "table"]) mean "anything queryable".
-                wanted |= set(_TABLE_TYPES)
+            for name in command.table_types:
+                wanted |= _TYPE_ALIASES.get(name, set())
             rows = [r for r in rows if r[2] in wanted]
         name = _opt(command, "table_name_filter_pattern")
         if name is not None:

@@ -42,7 +42,9 @@ class Query:
             "params": encode_batch(self.params),
             "principal": self.principal,
             "session": {k: v for k, v in vars(self.options).items() if v is not None},
-            "substrait": base64.b64encode(self.substrait).decode() if self.substrait else None,
+            "substrait": (
+                base64.b64encode(self.substrait).decode() if self.substrait is not None else None
+            ),
             "bounds": [t.isoformat() for t in self.bounds] if self.bounds else None,
             "limit": self.limit,
             "grafana": self.grafana,
@@ -57,7 +59,7 @@ class Query:
             params=decode_batch(body.get("params")),
             principal=str(body.get("principal", "")),
             options=SessionOptions(**body.get("session", {})),
-            substrait=base64.b64decode(substrait) if substrait else None,
+            substrait=base64.b64decode(substrait) if substrait is not None else None,
             bounds=(datetime.fromisoformat(bounds[0]), datetime.fromisoformat(bounds[1]))
             if bounds
             else None,

@@ -54,8 +54,11 @@ _TICK_S = 0.025
 #: reader that went away) before it is killed.
 _GRACE_S = 1.0
 _START_TIMEOUT_S = 120.0
-#: An idle worker holding more than this above its start is replaced.
+#: An idle worker holding more than this above its start is replaced...
 _RETAIN_BYTES = 64 * 1024 * 1024
+#: ...and so is one that holds more than this when its query ends: under steady load a
+#: worker is never idle, and each would keep its high-water mark (~1 GB with the load test).
+_KEEP_BYTES = 384 * 1024 * 1024
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _context = multiprocessing.get_context("forkserver")
 # Workers fork from a server that has imported the engine once: a new worker is ready in a
@@ -190,7 +193,11 @@ class EnginePool:
                 args=(path, self._settings, self._schemas),
                 # The fork server keeps the environment it started with; object store
                 # credentials and the like must be the front's as of now.
-                kwargs={"stall_timeout": self._settings.stall_timeout, "env": dict(os.environ)},
+                kwargs={
+                    "stall_timeout": self._settings.stall_timeout,
+                    "env": dict(os.environ),
+                    "front": os.getpid(),
+                },
                 name=f"flightsql-srv-worker-{number}",
                 daemon=True,
             )
@@ -390,14 +397,19 @@ class EnginePool:
                 return
             lease.phase = "ended"
             worker.lease = None
-            alive = worker in self._workers and worker.kill_reason is None
-            fresh = worker.generation == self._generation
+            alive = (
+                worker in self._workers
+                and worker.kill_reason is None
+                and worker.process.is_alive()
+            )
+            fresh = worker.generation == self._generation and worker.usage() <= _KEEP_BYTES
             if alive and fresh:
                 worker.idle_since = time.monotonic()
                 self._idle.append(worker)
                 self._cond.notify()
         if alive and not fresh:
-            self._retire(worker, "reload")
+            stale = worker.generation != self._generation
+            self._retire(worker, "reload" if stale else "recycled")
         self.admission.release(lease.key)
         try:
             lease.on_done(reply)
@@ -446,7 +458,9 @@ class EnginePool:
                 f"the engine did not answer (query {lease.query_id}): {exc}; retry the query"
             )
             return error
-        return self._death_error(lease, worker.kill_reason or _exit_reason(worker.process))
+        # Mark it before its lease ends, so the dead worker is never handed out again.
+        worker.kill_reason = worker.kill_reason or _exit_reason(worker.process)
+        return self._death_error(lease, worker.kill_reason)
 
     def _death_error(self, lease: Lease, reason: str) -> Exception:
         query = f"query {lease.query_id}"

@@ -123,6 +123,8 @@ class _Stream:
             outcome, failure = "error", exc
         finally:
             self.waiting_since = None
+            # Arrow's allocator keeps freed pages for reuse; between queries they are idle.
+            pa.default_memory_pool().release_unused()
             self.finish = FinishReply(
                 outcome,
                 rows,
@@ -206,19 +208,31 @@ class EngineWorker(flight.FlightServerBase):  # type: ignore[misc]
                 os._exit(EXIT_STALLED)
 
 
-def _die_with_parent() -> None:
-    """Exit when the process that started us does (Linux), so no worker outlives the
-    service, whatever way it ended."""
-    try:
+def _die_with_front(front: int) -> None:
+    """Exit when the front does, however it ended (even killed): our parent is the fork
+    server, which outlives a killed front while it has children, so watch the front."""
+    try:  # the fork server's end, on Linux
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         pass
 
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            try:
+                os.kill(front, 0)
+            except ProcessLookupError:
+                os._exit(0)
+            except PermissionError:
+                pass  # alive, under another user (not expected, harmless)
+
+    threading.Thread(target=watch, name="front-watch", daemon=True).start()
+
 
 def main(socket_path: str, settings: Settings, schemas: list[SchemaDecl], **options: Any) -> None:
-    """Run a worker until it is killed. ``options``: ``stall_timeout`` (seconds) and ``env``
-    (the front's environment)."""
-    _die_with_parent()
+    """Run a worker until it is killed. ``options``: ``stall_timeout`` (seconds), ``env``
+    (the front's environment) and ``front`` (its pid)."""
+    _die_with_front(options["front"])
     os.environ.clear()
     os.environ.update(options["env"])
     # The terminal's Ctrl-C reaches the whole process group; the front decides when we stop.
