@@ -52,6 +52,7 @@ from flightsql_srv.server import FlightSqlServer
 from flightsql_srv.sessions import SessionMiddlewareFactory, SessionOptions, apply_options
 from flightsql_srv.statements import Statements
 from flightsql_srv.tickets import PREPARED, TICKET, Signer
+from flightsql_srv.workers.pool import EnginePool
 from tests.fuzz.data import Input, UndocumentedError, toml_text
 
 __all__ = ["TARGETS", "SLOW_CALL_SECONDS"]
@@ -108,7 +109,10 @@ def _engine() -> Engine:
 
 @cache
 def _statements() -> Statements:
-    executor = Executor(Admission(4, 4, 1.0), Auditor(), query_timeout=10.0)
+    # Tokens only: nothing here runs a query, so the pool starts no engine worker.
+    settings = Settings(catalog=_empty_dir(), ticket_secret=SECRET.decode(), metrics_port=-1)
+    pool = EnginePool(settings, [], Admission(4, 4, 1.0), size=0)
+    executor = Executor(pool, Auditor(), query_timeout=10.0)
     return Statements(_engine(), Signer([SECRET]), 600.0, executor)
 
 
