@@ -22,6 +22,9 @@ __all__ = ["Executor"]
 
 #: Outcomes an audit record may have; a worker's end (a kill reason) becomes "error".
 _OUTCOMES = {"ok", "error", "timeout", "cancelled", "disconnected"}
+#: Seconds and entries of the plan schemas kept for repeated GetFlightInfo/prepare calls.
+_PLAN_TTL_S = 30.0
+_PLAN_CACHE_SIZE = 512
 #: The error class audit records give these outcomes (the gRPC status).
 _STATUS = {"timeout": "DEADLINE_EXCEEDED", "cancelled": "CANCELLED"}
 
@@ -39,6 +42,8 @@ class Executor:
         self.pool = pool
         self.auditor = auditor
         self.query_timeout = query_timeout
+        self._plans: dict[tuple[int, bytes], tuple[float, PlanReply]] = {}
+        self._plans_lock = threading.Lock()
 
     def plan(
         self,
@@ -48,10 +53,23 @@ class Executor:
         context: flight.ServerCallContext | None = None,
         fixed_partitions: bool = False,
     ) -> PlanReply:
-        """Plan ``query`` in a worker: its result schema and fixed partition count."""
-        lease = self.pool.lease(key, query_id, self.query_timeout, context)
+        """Plan ``query`` in a worker: its result schema and fixed partition count.
+
+        A plan made moments ago for the same query (ADBC prepares, then asks for the
+        FlightInfo of the same statement) is reused while the catalog is the same."""
         request = WorkRequest(query_id, query, fixed_partitions, timeout=self.query_timeout)
-        return self.pool.plan(lease, request)
+        cache_key = None if fixed_partitions else (self.pool.generation, request.key())
+        cached = self._plans.get(cache_key) if cache_key else None
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        lease = self.pool.lease(key, query_id, self.query_timeout, context)
+        reply = self.pool.plan(lease, request)
+        if cache_key is not None:
+            with self._plans_lock:
+                self._plans[cache_key] = (time.monotonic() + _PLAN_TTL_S, reply)
+                while len(self._plans) > _PLAN_CACHE_SIZE:
+                    self._plans.pop(next(iter(self._plans)))
+        return reply
 
     def run(
         self,

@@ -398,9 +398,7 @@ class EnginePool:
             lease.phase = "ended"
             worker.lease = None
             alive = (
-                worker in self._workers
-                and worker.kill_reason is None
-                and worker.process.is_alive()
+                worker in self._workers and worker.kill_reason is None and worker.process.is_alive()
             )
             fresh = worker.generation == self._generation and worker.usage() <= _KEEP_BYTES
             if alive and fresh:
@@ -483,6 +481,7 @@ class EnginePool:
                 f"{query} stopped: the server is shutting down; retry"
             ),
         }
+
         def crashed() -> Exception:
             error: Exception = flight.FlightInternalError(
                 f"{query} crashed its engine worker ({reason}); the server and other queries "
@@ -603,6 +602,11 @@ class EnginePool:
         self._replace(worker)
 
     # -- health and introspection ------------------------------------------------------------
+
+    @property
+    def generation(self) -> int:
+        """Which catalog the workers serve (it changes with every reload)."""
+        return self._generation
 
     def probe(self) -> None:
         """Raise unless the supervisor runs and a worker answers (an idle one runs a trivial

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pyarrow as pa
@@ -90,6 +90,10 @@ class WorkRequest:
                 "timeout": self.timeout,
             }
         ).encode()
+
+    def key(self) -> bytes:
+        """What the plan depends on: the request without its id and time budget."""
+        return replace(self, query_id="", timeout=0.0).encode()
 
     @classmethod
     def decode(cls, data: bytes) -> WorkRequest:
