@@ -349,13 +349,22 @@ class EnginePool:
         over = False
         try:
             yield flight.RecordBatchStream(reader.to_reader())
-            # Read through: the worker is done; how it ended decides what the client hears.
             over = True
-            reply = self._finish_reply(lease, wait=_GRACE_S)
-            self._end(lease, reply)
-            error = reply.error()
-            if error is not None:
-                raise error
+            # A worker stopped by a cancel or the deadline ends its stream cleanly (an error
+            # raised inside the stream would reach the client as UNKNOWN): ask it how it
+            # ended, and answer with that status. Otherwise the stream ended as it should,
+            # and the worker reports its figures in the background, off the client's path.
+            cancelled = lease.cancelled is not None and lease.cancelled.is_set()
+            if cancelled or (lease.deadline is not None and time.monotonic() > lease.deadline):
+                with self._cond:
+                    lease.phase = "finishing"
+                reply = self._finish_reply(lease, wait=_GRACE_S)
+                self._end(lease, reply)
+                error = reply.error()
+                if error is not None:
+                    raise error
+            else:
+                self.finish(lease)
         finally:
             if not over:  # the client went away, or the stream broke
                 self.finish(lease)

@@ -92,8 +92,9 @@ class _Stream:
         self.plan_s = 0.0
 
     def batches(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        """``batches``, stopped by a cancel or the deadline; a failure ends the stream
-        cleanly and is reported by :attr:`finish` (see :class:`FinishReply`)."""
+        """``batches``, stopped by a cancel or the deadline. Those end the stream cleanly, so
+        the front can answer with their status (it knows both and asks :attr:`finish`); an
+        execution error is raised into the stream."""
         rows = size = 0
         outcome, failure = "disconnected", None
         try:
@@ -119,8 +120,9 @@ class _Stream:
                 yield batch
                 self.waiting_since = None
             outcome = "ok"
-        except Exception as exc:
+        except Exception as exc:  # raised: only cancels and deadlines are known to the front
             outcome, failure = "error", exc
+            raise error_to_flight(exc) from None
         finally:
             self.waiting_since = None
             # Arrow's allocator keeps freed pages for reuse; between queries they are idle.
