@@ -80,6 +80,7 @@ USER 10001:10001
 # SERVING only when the engine answers a probe query; NOT_SERVING while draining. The start
 # period covers generating the demo catalog (a few seconds). Shell form so a changed health
 # port is followed; `exec` leaves no shell in between that could orphan the check on timeout.
+# (Docker runs a HEALTHCHECK's CMD on its own: the ENTRYPOINT below is not prepended.)
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
     CMD exec flightsql-srv healthcheck --port "${FLIGHTSQL_SRV_HEALTH_PORT:-50052}" --timeout 3
 
@@ -90,5 +91,9 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
 # reaped by the container runtime, not by PID 1).
 STOPSIGNAL SIGTERM
 
-# Exec form: the server itself is PID 1 and receives the signal, not a shell.
-CMD ["flightsql-srv", "serve"]
+# Exec form: the server itself is PID 1 and receives the signal, not a shell. The program is
+# the ENTRYPOINT and the subcommand the CMD, so arguments replace only the subcommand:
+# `docker run IMAGE config-reference`, compose's `command:` and Kubernetes' `args: ["serve"]` all
+# run `flightsql-srv <args>` (a Kubernetes `command:` would replace the ENTRYPOINT instead).
+ENTRYPOINT ["flightsql-srv"]
+CMD ["serve"]

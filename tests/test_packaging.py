@@ -3,36 +3,46 @@ Dockerfile, compose file and Kubernetes manifests agree with each other and with
 settings, and the example auth/catalog/macros files load with the server's own parsers.
 
 Docker and a cluster are not available to the tests; what they would do is checked here as far
-as it can be without them (the image's command and HEALTHCHECK run against the built wheel).
-PyYAML is not a dependency, so the YAML files are read with a small parser for the subset they
-use (block mappings and sequences, scalars, flow sequences, ``|`` literals).
+as it can be without them: what each container executes is resolved with Docker's, compose's
+and Kubernetes' ENTRYPOINT/CMD/command/args rules and run against the built wheel, with the
+environment and mounted files it would get, and every manifest is validated against the
+Kubernetes API schemas (kubernetes-validate, which bundles them, so no cluster or network).
 """
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import time
 import tomllib
+import urllib.request
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pyarrow.flight as flight
 import pytest
+import yaml
+from kubernetes_validate import ValidationError
+from kubernetes_validate import latest_version as kubernetes_latest
+from kubernetes_validate import validate as validate_manifest
 
 from flightsql_srv.auth.config import parse_auth
 from flightsql_srv.auth.passwords import verify_password
 from flightsql_srv.catalog import load_catalog
 from flightsql_srv.config import ENV_PREFIX, ConfigError, Settings, load_settings, setting_fields
+from flightsql_srv.health import check
 from flightsql_srv.macros.user import load_user_macros
 from flightsql_srv.protocol import pack, sql_pb2
 from tests.conftest import ROOT, free_port
@@ -230,8 +240,7 @@ def test_dockerfile_stages() -> None:
     for option in ("--interval=", "--timeout=", "--start-period=", "--retries="):
         assert option in healthcheck
     assert "CMD" in healthcheck and "flightsql-srv healthcheck" in healthcheck
-    (cmd,) = [r for w, r in final if w == "CMD"]
-    assert json.loads(cmd) == ["flightsql-srv", "serve"], "exec form: the server is PID 1"
+    assert _image_process() == (["flightsql-srv"], ["serve"]), "exec form: the server is PID 1"
 
 
 def test_dockerfile_environment() -> None:
@@ -277,47 +286,235 @@ def shim(extracted_wheel: Path, tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def test_image_command_serves_bundled_demo(
-    shim: dict[str, str], extracted_wheel: Path, tmp_path: Path
-) -> None:
-    """The image's CMD, ENV and HEALTHCHECK, run against the installed wheel (no Docker)."""
+# -- what each container executes ----------------------------------------------------------------
+#
+# The image's ENTRYPOINT/CMD combined with what the compose file and the Kubernetes container
+# override, by each tool's documented rules, then run against the installed wheel.
+
+
+def _exec_form(text: str) -> list[str]:
+    """A Dockerfile CMD/ENTRYPOINT argument: the JSON exec form, else the shell form."""
+    if text.startswith("["):
+        form = json.loads(text)
+        assert isinstance(form, list) and all(isinstance(a, str) for a in form), text
+        return form
+    return ["/bin/sh", "-c", text]
+
+
+def _image_process() -> tuple[list[str], list[str]]:
+    """The final stage's ENTRYPOINT and CMD, as Docker keeps them (the last of each counts)."""
     final = _stages()[-1]
-    cmd = json.loads([r for w, r in final if w == "CMD"][0])
-    check = [r for w, r in final if w == "HEALTHCHECK"][0].split(" CMD ", 1)[1]
-    port, health_port = free_port(), free_port()
-    env = {
-        **shim,
-        **_dockerfile_env(),
-        # Loopback instead of the image's 0.0.0.0, so the test exposes nothing.
-        "FLIGHTSQL_SRV_HOST": "127.0.0.1",
-        "FLIGHTSQL_SRV_PORT": str(port),
-        "FLIGHTSQL_SRV_HEALTH_PORT": str(health_port),
-        "FLIGHTSQL_SRV_METRICS_PORT": "-1",
-        "FLIGHTSQL_SRV_TICKET_SECRET": "test-secret",
-        "FLIGHTSQL_SRV_LOG_FORMAT": "json",
-    }
+    entry = [r for w, r in final if w == "ENTRYPOINT"]
+    cmd = [r for w, r in final if w == "CMD"]
+    # Otherwise the base image's would apply (python's CMD is ["python3"]): declare both here.
+    assert entry and cmd, "the final stage declares its ENTRYPOINT and CMD"
+    if not entry[-1].startswith("["):
+        return _exec_form(entry[-1]), []  # a shell-form ENTRYPOINT ignores CMD and arguments
+    return _exec_form(entry[-1]), _exec_form(cmd[-1])
+
+
+def docker_argv(run_args: list[str] | None = None) -> list[str]:
+    """``docker run IMAGE [run_args]``: the arguments replace CMD, ENTRYPOINT stays."""
+    entrypoint, cmd = _image_process()
+    if entrypoint[:2] == ["/bin/sh", "-c"]:
+        return entrypoint
+    return entrypoint + (cmd if run_args is None else run_args)
+
+
+def compose_argv(service: dict[str, Any]) -> list[str]:
+    """Compose: ``entrypoint:`` replaces ENTRYPOINT and drops the image's CMD; ``command:``
+    replaces CMD (a string is split like a shell would, without running one)."""
+
+    def words(value: str | list[str]) -> list[str]:
+        return shlex.split(value) if isinstance(value, str) else list(value)
+
+    entrypoint, cmd = _image_process()
+    if "entrypoint" in service:
+        entrypoint, cmd = words(service["entrypoint"]), []
+    if "command" in service:
+        cmd = words(service["command"])
+    return entrypoint + cmd
+
+
+def kubernetes_argv(container: dict[str, Any], env: dict[str, str]) -> list[str]:
+    """Kubernetes: ``command`` replaces ENTRYPOINT (and drops CMD), ``args`` replaces CMD;
+    ``$(VAR)`` expands from the container's environment, ``$$`` is a literal ``$``."""
+    entrypoint, cmd = _image_process()
+    if "command" in container:
+        argv = container["command"] + container.get("args", [])
+    else:
+        argv = entrypoint + container.get("args", cmd)
+
+    def expand(arg: str) -> str:
+        return re.sub(
+            r"\$\$|\$\((\w+)\)",
+            lambda m: "$" if m.group() == "$$" else env.get(m.group(1), m.group()),
+            arg,
+        )
+
+    return [expand(a) for a in argv]
+
+
+def healthcheck_argv(service: dict[str, Any] | None = None) -> list[str]:
+    """The Dockerfile's HEALTHCHECK (compose's ``healthcheck.test`` wins), run on its own:
+    Docker does not prepend the ENTRYPOINT to it."""
+    test = (service or {}).get("healthcheck", {}).get("test")
+    if test is not None:
+        if isinstance(test, str):
+            return ["/bin/sh", "-c", test]
+        kind, *rest = test
+        assert kind in ("CMD", "CMD-SHELL"), test
+        return rest if kind == "CMD" else ["/bin/sh", "-c", rest[0]]
+    (healthcheck,) = [r for w, r in _stages()[-1] if w == "HEALTHCHECK"]
+    assert healthcheck != "NONE"
+    return _exec_form(healthcheck.split(" CMD ", 1)[1])
+
+
+def test_command_resolution_rules() -> None:
+    """The rules above, on the cases that tell them apart."""
+    entrypoint, cmd = _image_process()
+    assert entrypoint == ["flightsql-srv"] and cmd == ["serve"], "exec form: the server is PID 1"
+    assert docker_argv() == ["flightsql-srv", "serve"]
+    assert docker_argv(["config-reference"]) == ["flightsql-srv", "config-reference"]
+    assert compose_argv({}) == ["flightsql-srv", "serve"]
+    assert compose_argv({"command": "serve --port 1"}) == ["flightsql-srv", "serve", "--port", "1"]
+    assert compose_argv({"entrypoint": ["sh"]}) == ["sh"]
+    assert kubernetes_argv({"args": ["serve"]}, {}) == ["flightsql-srv", "serve"]
+    assert kubernetes_argv({"command": ["serve"]}, {}) == ["serve"]
+    assert kubernetes_argv({"args": ["$(P)", "$$(P)"]}, {"P": "x"}) == [
+        "flightsql-srv",
+        "x",
+        "$(P)",
+    ]
+    assert kubernetes_argv({}, {}) == ["flightsql-srv", "serve"]
+    assert healthcheck_argv({"healthcheck": {"test": ["CMD", "true"]}}) == ["true"]
+    assert healthcheck_argv()[:2] == ["/bin/sh", "-c"]
+
+
+def _container_env(
+    container: dict[str, Any], resources: dict[Any, dict[str, Any]]
+) -> dict[str, str]:
+    """A Kubernetes container's env: literal values and secretKeyRef lookups."""
+    env: dict[str, str] = {}
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = str(item["value"])
+            continue
+        ref = item["valueFrom"]["secretKeyRef"]
+        secret = resources.get(("Secret", ref["name"]))
+        if secret is None:
+            assert ref.get("optional"), f"{item['name']}: Secret {ref['name']} does not exist"
+            continue
+        env[item["name"]] = secret["stringData"][ref["key"]]
+    return env
+
+
+def _kubernetes_files(
+    pod: dict[str, Any], container: dict[str, Any], resources: dict[Any, dict[str, Any]], root: Path
+) -> dict[str, Path]:
+    """Write what each ConfigMap/Secret volume mounts under ``root``: mountPath -> local dir."""
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    mapped: dict[str, Path] = {}
+    for mount in container["volumeMounts"]:
+        spec = volumes[mount["name"]]
+        if "configMap" in spec:
+            source = spec["configMap"]
+            content = resources[("ConfigMap", source["name"])]["data"]
+        elif "secret" in spec:
+            source = spec["secret"]
+            content = resources[("Secret", source["secretName"])]["stringData"]
+        else:
+            continue  # emptyDir: the test's own temp directory stands in
+        local = root / mount["name"]
+        local.mkdir()
+        for item in source["items"]:
+            (local / item["path"]).write_text(content[item["key"]])
+        mapped[mount["mountPath"]] = local
+    return mapped
+
+
+@pytest.mark.parametrize("kind", ["docker-run", "compose", "kubernetes"])
+def test_container_process_serves(
+    kind: str, shim: dict[str, str], extracted_wheel: Path, tmp_path: Path
+) -> None:
+    """What each container would execute (argv, env, mounted files), run against the wheel:
+    it must start, turn healthy through its own probe, answer a query and drain on SIGTERM."""
+    env = dict(_dockerfile_env())
+    headers: list[tuple[bytes, bytes]] = []
+    catalog = extracted_wheel / "flightsql_srv" / "_bundled" / "catalog"
+    if kind == "docker-run":
+        argv = docker_argv()
+        probe_argv: list[str] | None = healthcheck_argv()
+        env["FLIGHTSQL_SRV_ALLOW_UNAUTHENTICATED"] = "true"  # as the Dockerfile's example runs it
+    elif kind == "compose":
+        service = _compose()["services"]["flightsql-srv"]
+        argv = compose_argv(service)
+        probe_argv = healthcheck_argv(service)
+        for key, value in service["environment"].items():
+            # ${NAME:-default} with NAME unset in the shell that runs compose.
+            env[key] = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(value))
+    else:
+        resources = _resources()
+        pod = _pod(resources)
+        container = _container(pod)
+        env.update(_container_env(container, resources))
+        argv = kubernetes_argv(container, env)
+        probe_argv = None  # the kubelet's grpc: probe, below
+        mounted = _kubernetes_files(pod, container, resources, tmp_path)
+        for key, value in env.items():
+            for mount_path, local in mounted.items():
+                if value == mount_path or value.startswith(mount_path + "/"):
+                    env[key] = str(local) + value[len(mount_path) :]
+        catalog = Path(env["FLIGHTSQL_SRV_CATALOG"])
+        headers = [(b"authorization", f"Bearer {EXAMPLE_KEY}".encode())]
+        assert {p["grpc"]["port"] for p in (container[n] for n in _PROBES)} == {HEALTH_PORT}
+    port, health_port, metrics_port = free_port(), free_port(), free_port()
+    assert int(env["FLIGHTSQL_SRV_PORT"]) == FLIGHT_PORT
+    assert int(env["FLIGHTSQL_SRV_HEALTH_PORT"]) == HEALTH_PORT
+    env = {**shim, **env}
+    assert env["PATH"] == shim["PATH"] and env["PYTHONPATH"] == shim["PYTHONPATH"]
+    env.update(
+        {
+            # Loopback and free ports instead of the image's 0.0.0.0 and fixed ports, so the
+            # test exposes nothing and runs beside anything else.
+            "FLIGHTSQL_SRV_HOST": "127.0.0.1",
+            "FLIGHTSQL_SRV_PORT": str(port),
+            "FLIGHTSQL_SRV_HEALTH_PORT": str(health_port),
+            "FLIGHTSQL_SRV_METRICS_PORT": str(metrics_port),
+            "FLIGHTSQL_SRV_LOG_FORMAT": "json",
+            "FLIGHTSQL_SRV_SPILL_DIR": str(tmp_path),
+        }
+    )
 
     def healthy() -> bool:
-        probe = subprocess.run(
-            ["/bin/sh", "-c", check], env=env, capture_output=True, text=True, timeout=30
-        )
+        if probe_argv is None:
+            try:
+                return check("127.0.0.1", health_port, "", 2.0) == "SERVING"
+            except grpc.RpcError:
+                return False
+        probe = subprocess.run(probe_argv, env=env, capture_output=True, text=True, timeout=30)
         return probe.returncode == 0
 
+    assert shutil.which(argv[0], path=env["PATH"]), f"{kind} would execute {argv}"
     log_path = tmp_path / "server.log"
     with log_path.open("w") as log:
-        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             assert not healthy(), "SERVING before the server started?"
             deadline = time.monotonic() + 60
             while not healthy():
-                assert proc.poll() is None, log_path.read_text()
+                assert proc.poll() is None, f"{argv} exited: {log_path.read_text()}"
                 assert time.monotonic() < deadline, log_path.read_text()
                 time.sleep(0.3)
+            options = flight.FlightCallOptions(headers=headers)
             with flight.connect(f"grpc://127.0.0.1:{port}") as client:
                 command = sql_pb2.CommandStatementQuery(query="select count(*) from demo.logs")
-                info = client.get_flight_info(flight.FlightDescriptor.for_command(pack(command)))
-                rows = client.do_get(info.endpoints[0].ticket).read_all().to_pylist()
+                descriptor = flight.FlightDescriptor.for_command(pack(command))
+                info = client.get_flight_info(descriptor, options)
+                rows = client.do_get(info.endpoints[0].ticket, options).read_all().to_pylist()
             assert list(rows[0].values())[0] > 0
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as page:
+                assert b"flightsql_" in page.read()
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=SHUTDOWN_GRACE + 15) == 0, log_path.read_text()
         finally:
@@ -326,173 +523,19 @@ def test_image_command_serves_bundled_demo(
                 proc.wait(timeout=10)
     events = [json.loads(line) for line in log_path.read_text().splitlines() if line[:1] == "{"]
     (serving,) = [e for e in events if e["msg"] == "serving"]
-    bundled = extracted_wheel / "flightsql_srv" / "_bundled" / "catalog"
-    assert Path(serving["catalog"]) == bundled and serving["tables"] == 2
+    assert Path(serving["catalog"]) == catalog and serving["tables"] == 2
     assert serving["user_macros"] > 0
+    assert serving["auth"] is (kind == "kubernetes")
 
 
-# -- a YAML subset, without PyYAML ---------------------------------------------------------------
+_PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
 
 
-def _strip_comment(line: str) -> str:
-    quote = ""
-    for i, ch in enumerate(line):
-        if quote:
-            quote = "" if ch == quote else quote
-        elif ch in "\"'" and (i == 0 or line[i - 1] in " \t[{,:"):
-            quote = ch
-        elif ch == "#" and (i == 0 or line[i - 1] in " \t"):
-            return line[:i].rstrip()
-    return line.rstrip()
-
-
-def _split_outside_quotes(text: str, sep: str) -> list[str]:
-    parts, quote, current = [], "", ""
-    for ch in text:
-        if quote:
-            quote = "" if ch == quote else quote
-        elif ch in "\"'":
-            quote = ch
-        elif ch == sep:
-            parts.append(current.strip())
-            current = ""
-            continue
-        current += ch
-    if current.strip():
-        parts.append(current.strip())
-    return parts
-
-
-def _scalar(text: str) -> Any:
-    if text.startswith('"'):
-        return json.loads(text)
-    if text.startswith("'"):
-        assert text.endswith("'"), text
-        return text[1:-1].replace("''", "'")
-    if text.startswith("["):
-        assert text.endswith("]"), text
-        return [_scalar(item) for item in _split_outside_quotes(text[1:-1], ",")]
-    if text.startswith("{"):
-        assert text.endswith("}"), text
-        pairs = (item.split(":", 1) for item in _split_outside_quotes(text[1:-1], ","))
-        return {k.strip(): _scalar(v.strip()) for k, v in pairs}
-    if text in ("true", "false"):
-        return text == "true"
-    if text in ("null", "~"):
-        return None
-    if re.fullmatch(r"0[0-7]+", text):
-        return int(text, 8)  # YAML 1.1 octal, as Kubernetes reads defaultMode: 0440
-    if re.fullmatch(r"[-+]?\d+", text):
-        return int(text)
-    if re.fullmatch(r"[-+]?\d+\.\d+", text):
-        return float(text)
-    return text
-
-
-def _is_key(content: str) -> bool:
-    return content[:1] not in "\"'[{" and (": " in content or content.endswith(":"))
-
-
-class _Yaml:
-    """Block mappings, block sequences, scalars, flow sequences and ``|`` literals."""
-
-    def __init__(self, text: str) -> None:
-        assert "\t" not in text, "YAML must be indented with spaces"
-        self.lines = text.split("\n")
-
-    def parse(self) -> Any:
-        i = self._next(0)
-        if i == len(self.lines):
-            return None
-        value, i = self._block(i)
-        assert self._next(i) == len(self.lines), f"cannot parse line {i + 1}: {self.lines[i]!r}"
-        return value
-
-    def _next(self, i: int) -> int:
-        while i < len(self.lines) and not _strip_comment(self.lines[i]).strip():
-            i += 1
-        return i
-
-    def _indent(self, i: int) -> int:
-        return len(self.lines[i]) - len(self.lines[i].lstrip(" "))
-
-    def _content(self, i: int) -> str:
-        return _strip_comment(self.lines[i]).strip()
-
-    def _is_item(self, i: int) -> bool:
-        content = self._content(i)
-        return content == "-" or content.startswith("- ")
-
-    def _block(self, i: int) -> tuple[Any, int]:
-        return self._sequence(i) if self._is_item(i) else self._mapping(i)
-
-    def _sequence(self, i: int) -> tuple[list[Any], int]:
-        indent, items = self._indent(i), []
-        while i < len(self.lines) and self._indent(i) == indent and self._is_item(i):
-            col = indent + 1
-            while col < len(self.lines[i]) and self.lines[i][col] == " ":
-                col += 1
-            rest = self._content(i)[1:].strip()
-            if not rest:
-                j = self._next(i + 1)
-                assert self._indent(j) > indent, f"line {j + 1}: empty sequence item"
-                value, i = self._block(j)
-            elif _is_key(rest):
-                self.lines[i] = " " * col + self.lines[i][col:]  # the item is a mapping
-                value, i = self._mapping(i)
-            else:
-                value, i = _scalar(rest), i + 1
-            items.append(value)
-            i = self._next(i)
-        return items, i
-
-    def _mapping(self, i: int) -> tuple[dict[str, Any], int]:
-        indent, result = self._indent(i), {}
-        while i < len(self.lines) and self._indent(i) == indent and not self._is_item(i):
-            content = self._content(i)
-            assert _is_key(content), f"line {i + 1}: expected 'key: value', got {content!r}"
-            key, _, rest = content.partition(":")
-            rest = rest.strip()
-            assert key not in result, f"line {i + 1}: duplicate key {key!r}"
-            if rest in ("|", "|-"):
-                value, i = self._literal(i + 1, indent, keep_newline=rest == "|")
-            elif rest:
-                value, i = _scalar(rest), i + 1
-            else:
-                j = self._next(i + 1)
-                nested = j < len(self.lines) and (
-                    self._indent(j) > indent or (self._indent(j) == indent and self._is_item(j))
-                )
-                value, i = self._block(j) if nested else (None, j)
-            result[key] = value
-            i = self._next(i)
-        if i < len(self.lines):
-            assert self._indent(i) < indent, f"line {i + 1}: unexpected indentation"
-        return result, i
-
-    def _literal(self, i: int, parent: int, keep_newline: bool) -> tuple[str, int]:
-        lines: list[str] = []
-        block = None
-        while i < len(self.lines):
-            raw = self.lines[i]
-            if raw.strip():
-                indent = len(raw) - len(raw.lstrip(" "))
-                if indent <= parent:
-                    break
-                block = indent if block is None else block
-                assert indent >= block, f"line {i + 1}: literal dedented"
-                lines.append(raw[block:])
-            else:
-                lines.append("")
-            i += 1
-        while lines and not lines[-1]:
-            lines.pop()
-        return "\n".join(lines) + ("\n" if keep_newline and lines else ""), i
+# -- YAML ----------------------------------------------------------------------------------------
 
 
 def _documents(path: Path) -> list[Any]:
-    texts = re.split(r"^---\s*$", path.read_text(), flags=re.M)
-    return [doc for doc in (_Yaml(t).parse() for t in texts) if doc is not None]
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
 
 
 def _resources() -> dict[tuple[str, str], dict[str, Any]]:
@@ -509,36 +552,6 @@ def _resources() -> dict[tuple[str, str], dict[str, Any]]:
                 assert doc["metadata"]["namespace"] == "flightsql", key
             found[key] = doc
     return found
-
-
-def test_yaml_subset_parser() -> None:
-    text = """
-a: 1  # comment
-b:
-  - x
-  - name: n
-    port: 0440
-  -
-    - "q # not a comment"
-c: |
-  # kept
-  line
-
-d: ["sleep", '5']
-e:
-- 1
-f: url:with:colons
-"""
-    assert _Yaml(text).parse() == {
-        "a": 1,
-        "b": ["x", {"name": "n", "port": 288}, ["q # not a comment"]],
-        "c": "# kept\nline\n",
-        "d": ["sleep", "5"],
-        "e": [1],
-        "f": "url:with:colons",
-    }
-    with pytest.raises(AssertionError, match="unexpected indentation"):
-        _Yaml("a: 1\n   b: 2\nc: 3\n").parse()
 
 
 # -- Kubernetes ----------------------------------------------------------------------------------
@@ -570,6 +583,38 @@ def test_kubernetes_manifest_set() -> None:
     readme = (K8S / "README.md").read_text()
     for path in K8S.glob("*.yaml"):
         assert f"deploy/kubernetes/{path.name}" in readme, f"README apply order lacks {path.name}"
+
+
+#: The oldest Kubernetes the manifests are for (native gRPC probes are GA since 1.27) and the
+#: newest whose schemas kubernetes-validate bundles.
+KUBERNETES_VERSIONS = ("1.27.0", kubernetes_latest())
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_kubernetes_manifests_match_the_api_schemas(version: str) -> None:
+    """Every object against the Kubernetes OpenAPI schemas (bundled, offline), strictly:
+    an unknown or misspelt field fails, as ``kubectl apply --validate=strict`` would."""
+    count = 0
+    for path in sorted(K8S.glob("*.yaml")):
+        for doc in _documents(path):
+            try:
+                validate_manifest(doc, version, strict=True)
+            except ValidationError as exc:
+                pytest.fail(f"{path.relative_to(ROOT)} {doc['kind']}: {exc.message}")
+            count += 1
+    assert count == len(_resources())
+
+
+def test_kubernetes_schema_validation_catches_the_old_mistakes() -> None:
+    """The validator is not a no-op: a string ``args`` and a misspelt key are refused."""
+    deployment = copy.deepcopy(_resources()[("Deployment", "flightsql-srv")])
+    _container(_pod({("Deployment", "flightsql-srv"): deployment}))["args"] = "serve"
+    with pytest.raises(ValidationError):
+        validate_manifest(deployment, KUBERNETES_VERSIONS[-1], strict=True)
+    config_map = copy.deepcopy(_resources()[("ConfigMap", "flightsql-srv-catalog")])
+    config_map["metadata"]["namspace"] = "flightsql"
+    with pytest.raises(ValidationError):
+        validate_manifest(config_map, KUBERNETES_VERSIONS[-1], strict=True)
 
 
 def test_deployment_probes_and_draining() -> None:
