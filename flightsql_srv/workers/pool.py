@@ -55,7 +55,7 @@ _TICK_S = 0.025
 _GRACE_S = 1.0
 _START_TIMEOUT_S = 120.0
 #: An idle worker holding more than this above its start is replaced...
-_RETAIN_BYTES = 64 * 1024 * 1024
+_RETAIN_BYTES = 192 * 1024 * 1024
 #: ...and so is one that holds more than this when its query ends: under steady load a
 #: worker is never idle, and each would keep its high-water mark (~1 GB with the load test).
 _KEEP_BYTES = 384 * 1024 * 1024
@@ -350,21 +350,15 @@ class EnginePool:
         try:
             yield flight.RecordBatchStream(reader.to_reader())
             over = True
-            # A worker stopped by a cancel or the deadline ends its stream cleanly (an error
-            # raised inside the stream would reach the client as UNKNOWN): ask it how it
-            # ended, and answer with that status. Otherwise the stream ended as it should,
-            # and the worker reports its figures in the background, off the client's path.
-            cancelled = lease.cancelled is not None and lease.cancelled.is_set()
-            if cancelled or (lease.deadline is not None and time.monotonic() > lease.deadline):
-                with self._cond:
-                    lease.phase = "finishing"
-                reply = self._finish_reply(lease, wait=_GRACE_S)
-                self._end(lease, reply)
-                error = reply.error()
-                if error is not None:
-                    raise error
-            else:
-                self.finish(lease)
+            # Read through: how the stream ended in the worker decides what the client hears
+            # (an error raised inside the stream would reach it as UNKNOWN).
+            with self._cond:
+                lease.phase = "finishing"
+            reply = self._finish_reply(lease, wait=_GRACE_S)
+            self._end(lease, reply)
+            error = reply.error()
+            if error is not None:
+                raise error
         finally:
             if not over:  # the client went away, or the stream broke
                 self.finish(lease)

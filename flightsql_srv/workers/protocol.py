@@ -140,9 +140,9 @@ class PlanReply:
 class FinishReply:
     """How a query's result stream ended in the worker.
 
-    A worker ends a cancelled or timed-out stream cleanly and reports that here, so the
-    front can answer the client with the right status code (an error raised inside the
-    stream would reach the client as UNKNOWN).
+    A worker ends a failed stream cleanly and reports the failure here, so the front can
+    answer the client with the right status code: an error raised inside the stream would
+    pass through the front's C++ stream and reach the client as UNKNOWN.
     """
 
     outcome: str

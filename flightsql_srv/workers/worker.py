@@ -92,9 +92,9 @@ class _Stream:
         self.plan_s = 0.0
 
     def batches(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        """``batches``, stopped by a cancel or the deadline. Those end the stream cleanly, so
-        the front can answer with their status (it knows both and asks :attr:`finish`); an
-        execution error is raised into the stream."""
+        """``batches``, stopped by a cancel or the deadline; a failure ends the stream
+        cleanly and is reported by :attr:`finish`, so the front answers the client with
+        its status code (see :class:`FinishReply`)."""
         rows = size = 0
         outcome, failure = "disconnected", None
         try:
@@ -120,9 +120,8 @@ class _Stream:
                 yield batch
                 self.waiting_since = None
             outcome = "ok"
-        except Exception as exc:  # raised: only cancels and deadlines are known to the front
+        except Exception as exc:
             outcome, failure = "error", exc
-            raise error_to_flight(exc) from None
         finally:
             self.waiting_since = None
             # Arrow's allocator keeps freed pages for reuse; between queries they are idle.
