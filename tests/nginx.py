@@ -1,10 +1,13 @@
-"""Debian's nginx for the scale-out tests: found, installed or unpacked; configured from the
-shipped deploy/nginx/nginx.conf; run in the foreground on loopback; always stopped.
+"""Debian's nginx for the scale-out tests: found or unpacked; configured from the shipped
+deploy/nginx/nginx.conf; run in the foreground on loopback; always stopped.
 
 nginx is not on a fresh machine, and the tests must run from a fresh clone with only Python,
-so :func:`obtain_nginx` gets it: ``apt-get install`` when running as root, else (or when that
-fails) ``apt-get download`` + ``dpkg-deb -x`` into a cache under the system temp directory.
-It never skips: without nginx the caller fails with what was tried.
+without changing the machine they run on. So :func:`obtain_nginx` uses an nginx that is
+already installed (``.ci/run`` installs Debian's package when it runs as root), else fetches
+Debian's package into a cache in the work tree (``.cache/nginx``): ``apt-get update`` into
+package lists of its own there (the system's lists are only read), ``apt-get download`` and
+``dpkg-deb -x``, all as the calling user. Nothing is installed and nothing outside the cache
+is written. It never skips: without nginx the caller fails with what was tried.
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ __all__ = ["NGINX_CONF", "Balancer", "obtain_nginx", "render_config", "running_n
 
 #: The example config that ships with the project; the tests run exactly this file.
 NGINX_CONF = ROOT / "deploy" / "nginx" / "nginx.conf"
-#: Where an unpacked nginx is kept between runs (not under the work tree).
-CACHE = Path(tempfile.gettempdir()) / "flightsql-srv-nginx"
+#: Where a downloaded nginx is unpacked and kept between runs (git- and docker-ignored).
+CACHE = ROOT / ".cache" / "nginx"
 _UNPACKED = CACHE / "root" / "usr" / "sbin" / "nginx"
 #: All apt-get runs of one attempt to get nginx share this many seconds (pytest's own
 #: timeout is 300 s per test, set-up included).
@@ -47,34 +50,25 @@ def find_nginx() -> Path | None:
 
 
 def obtain_nginx() -> Path:
-    """Find nginx, or install or unpack Debian's package; raise with every attempt's reason."""
+    """Find nginx, or fetch and unpack Debian's package into :data:`CACHE`; raise with the
+    reason when neither works."""
     found = find_nginx()
     if found is not None:
         return found
     CACHE.mkdir(parents=True, exist_ok=True)
     with open(CACHE / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one installer at a time (parallel test runs)
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one download at a time (parallel test runs)
         found = find_nginx()
         if found is not None:
             return found
-        tried: list[str] = []
-        deadline = time.monotonic() + _APT_BUDGET
-        if os.geteuid() == 0:
-            try:
-                _apt_install(deadline)
-            except (subprocess.SubprocessError, OSError) as exc:
-                tried.append(f"apt-get install nginx: {_reason(exc)}")
-            found = find_nginx()
-            if found is not None:
-                return found
         try:
-            return _unpack_download(deadline)
+            return _unpack_download(time.monotonic() + _APT_BUDGET)
         except (subprocess.SubprocessError, OSError) as exc:
-            tried.append(f"apt-get download nginx + dpkg-deb -x: {_reason(exc)}")
+            reason = _reason(exc)
     raise RuntimeError(
-        "the scale-out tests need nginx (Debian's package) and could not get it; tried: "
-        + "; ".join(tried)
-        + ". Install it with: apt-get update && apt-get install -y nginx"
+        "the scale-out tests need nginx (Debian's package) and could not get it: apt-get "
+        f"update + download into {CACHE} + dpkg-deb -x failed ({reason}). Install it with "
+        "apt-get install -y nginx (.ci/run does when run as root), or put nginx on PATH"
     )
 
 
@@ -86,11 +80,19 @@ def _reason(exc: BaseException) -> str:
 
 
 def _apt(*args: str, deadline: float, cwd: Path | None = None) -> None:
+    """apt-get with package lists and archives of its own under :data:`CACHE`."""
     remaining = deadline - time.monotonic()
     if remaining <= 1:
         raise subprocess.TimeoutExpired(["apt-get", *args], 0)
+    private = [
+        "-o", f"Dir::State::Lists={CACHE / 'lists'}",
+        "-o", f"Dir::Cache={CACHE / 'apt-cache'}",
+        "-o", "Debug::NoLocking=1",  # our lists, our lock (the flock above)
+    ]  # fmt: skip
+    if os.geteuid() == 0:
+        private += ["-o", "APT::Sandbox::User=root"]  # the cache is root's: no _apt drop
     subprocess.run(
-        ["apt-get", "-q", "-o", f"DPkg::Lock::Timeout={int(remaining)}", *args],
+        ["apt-get", "-q", *private, *args],
         check=True,
         capture_output=True,
         text=True,
@@ -101,27 +103,15 @@ def _apt(*args: str, deadline: float, cwd: Path | None = None) -> None:
     )
 
 
-def _apt_install(deadline: float) -> None:
-    # Package lists may be missing or stale on a fresh machine: update once, then retry.
-    try:
-        _apt("install", "-y", "--no-install-recommends", "nginx", deadline=deadline)
-    except subprocess.CalledProcessError:
-        _apt("update", deadline=deadline)
-        _apt("install", "-y", "--no-install-recommends", "nginx", deadline=deadline)
-
-
 def _unpack_download(deadline: float) -> Path:
-    """``apt-get download`` works without root; the binary runs from wherever it is unpacked
-    (every path it needs is given on the command line or in the rendered config)."""
+    """Neither step needs root; the binary runs from wherever it is unpacked (every path it
+    needs is given on the command line or in the rendered config)."""
+    for sub in ("lists/partial", "apt-cache/archives/partial"):
+        (CACHE / sub).mkdir(parents=True, exist_ok=True)
     download = Path(tempfile.mkdtemp(dir=CACHE))
     try:
-        try:
-            _apt("download", "nginx", cwd=download, deadline=deadline)
-        except subprocess.CalledProcessError:
-            if os.geteuid() != 0:
-                raise
-            _apt("update", deadline=deadline)
-            _apt("download", "nginx", cwd=download, deadline=deadline)
+        _apt("update", deadline=deadline)
+        _apt("download", "nginx", cwd=download, deadline=deadline)
         (deb,) = download.glob("nginx_*.deb")
         staging = download / "root"
         subprocess.run(

@@ -147,7 +147,15 @@ def test_docker_context_builds_the_same_wheel(wheel: Path, tmp_path: Path) -> No
     patterns = _dockerignore_patterns()
     for needed in ("pyproject.toml", "README.md", "flightsql_srv/cli.py", "catalog/demo.toml"):
         assert not _docker_ignored(needed, patterns), needed
-    for unwanted in (".venv", ".git", "tests", "bench/.data", ".pytest_cache", "x/__pycache__"):
+    for unwanted in (
+        ".venv",
+        ".git",
+        "tests",
+        "bench/.data",
+        ".pytest_cache",
+        "x/__pycache__",
+        ".cache",
+    ):
         assert _docker_ignored(unwanted, patterns), unwanted
     context = tmp_path / "context"
     for dirpath, dirnames, filenames in os.walk(ROOT):
