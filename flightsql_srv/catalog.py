@@ -247,6 +247,11 @@ def _table(
             )
         return decl
     fmt = raw.get("format")
+    if fmt is None:
+        raise CatalogError(
+            f"{where}: a table with a 'source' needs a 'format', e.g. format = \"parquet\" "
+            f"(one of {sorted(FORMATS)})"
+        )
     if fmt not in FORMATS:
         raise CatalogError(f"{where}: 'format' must be one of {sorted(FORMATS)}, got {fmt!r}")
     return _with_source(decl, path, where, fmt, raw, file_stores)

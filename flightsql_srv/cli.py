@@ -128,6 +128,11 @@ def config_reference() -> None:
     """Print every setting with its flag, environment variable and default (Markdown)."""
     click.echo("| setting / TOML key | flag | environment | default | meaning |")
     click.echo("|---|---|---|---|---|")
+    click.echo(
+        f"| (the file itself) | `--config` | `{ENV_PREFIX}CONFIG` | `None` | TOML file with any "
+        "of the settings below, keys as in the first column (relative paths in it are "
+        "relative to the file). |"
+    )
     for f in setting_fields():
         default = "(secret)" if f.metadata.get("secret") else f"`{f.default!s}`"
         if isinstance(f.default, Path) and f.default == Path():

@@ -180,8 +180,12 @@ class Settings:
             raise ConfigError(
                 f"setting 'metrics_port' must be a TCP port 0-65535 or -1, got {self.metrics_port}"
             )
-        if self.port and self.port in (self.health_port, self.metrics_port):
-            raise ConfigError(f"port {self.port} is used twice: give each listener its own")
+        for other in ("health_port", "metrics_port"):
+            if self.port and self.port == getattr(self, other):
+                raise ConfigError(
+                    f"settings 'port' and '{other}' are both {self.port}: give each listener "
+                    "its own port"
+                )
         if self.batch_size < 0:
             raise ConfigError("setting 'batch_size' must be 0 (auto) or positive")
         if self.stall_timeout <= 0:
@@ -428,14 +432,34 @@ def load_settings(
     if config_file is None and env.get(ENV_PREFIX + "CONFIG"):
         config_file = Path(env[ENV_PREFIX + "CONFIG"])
     values: dict[str, Any] = {}
+    #: Where each value came from, so a value Settings refuses is traced to its source.
+    origins: dict[str, str] = {}
     if config_file is not None:
-        values.update(_from_file(config_file))
+        from_file = _from_file(config_file)
+        values.update(from_file)
+        origins.update({k: f"key '{k}' of config file {config_file}" for k in from_file})
         values["config"] = config_file
-    values.update(_from_env(env))
-    values.update({k: v for k, v in flags.items() if v is not None})
+    from_env = _from_env(env)
+    values.update(from_env)
+    origins.update({k: f"environment variable {ENV_PREFIX}{k.upper()}" for k in from_env})
+    given = {k: v for k, v in flags.items() if v is not None}
+    values.update(given)
+    origins.update({k: "--" + k.replace("_", "-") for k in given})
     if values.get("auth_file") is not None:
         values["auth"] = _auth_file(values["auth_file"])
     try:
         return Settings(**values)
     except TypeError as exc:  # an unknown keyword from a caller
         raise ConfigError(str(exc)) from None
+    except ConfigError as exc:
+        raise ConfigError(_with_origins(str(exc), origins)) from None
+
+
+def _with_origins(message: str, origins: Mapping[str, str]) -> str:
+    """``message`` plus where each setting it names was set (flag, variable or file key)."""
+    named = [n for n in dict.fromkeys(re.findall(r"'(\w+)'", message)) if n in origins]
+    if not named:
+        return message
+    if len(named) == 1:
+        return f"{message} (set by {origins[named[0]]})"
+    return f"{message} ({', '.join(f'{n} set by {origins[n]}' for n in named)})"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 import time
@@ -118,6 +119,44 @@ def test_bad_environment_variable(name: str, value: str) -> None:
     assert value in err
 
 
+@pytest.mark.parametrize("source", ["flag", "env", "file"])
+def test_value_refused_after_parsing_names_its_source(tmp_path: Path, source: str) -> None:
+    """A value that parses but Settings refuses (memory_limit 'lots') is traced to where it
+    was given: the flag, the variable or the file's key."""
+    config = tmp_path / "srv.toml"
+    config.write_text('memory_limit = "lots"\n')
+    args, env, where = {
+        "flag": (["--memory-limit", "lots"], _clean_env(), "(set by --memory-limit)"),
+        "env": (
+            [],
+            _clean_env(FLIGHTSQL_SRV_MEMORY_LIMIT="lots"),
+            "(set by environment variable FLIGHTSQL_SRV_MEMORY_LIMIT)",
+        ),
+        "file": (
+            ["--config", str(config)],
+            _clean_env(),
+            f"(set by key 'memory_limit' of config file {config})",
+        ),
+    }[source]
+    err = _serve_fails(*args, "--port", "0", *_free_ports(), env=env)
+    assert re.search(
+        r"^Error: setting 'memory_limit' must be like .*, got 'lots' " + re.escape(where) + "$",
+        err,
+        re.M,
+    ), err
+
+
+def test_clashing_ports_name_both_settings() -> None:
+    err = _serve_fails("--port", "9464", "--health-port", "0")
+    assert "settings 'port' and 'metrics_port' are both 9464" in err, err
+    assert "(set by --port)" in err
+
+
+def test_config_reference_lists_the_config_file() -> None:
+    reference = _cli("config-reference").stdout
+    assert "| (the file itself) | `--config` | `FLIGHTSQL_SRV_CONFIG` |" in reference
+
+
 def _catalog(tmp_path: Path, table: str) -> Path:
     directory = tmp_path / "catalog"
     directory.mkdir()
@@ -131,6 +170,7 @@ def _catalog(tmp_path: Path, table: str) -> Path:
     [
         pytest.param('source = "missing.parquet"\nformat = "parquet"', id="missing-source"),
         pytest.param('source = "../ok.parquet"\nformat = "excel"', id="bad-format"),
+        pytest.param('source = "../ok.parquet"', id="no-format"),
         pytest.param(
             'source = "../ok.parquet"\nformat = "parquet"\ntime_column = "t"',
             id="time-column-not-timestamp",
@@ -148,6 +188,7 @@ def test_broken_catalog(tmp_path: Path, table: str) -> None:
     err = _serve_fails("--catalog", str(directory), "--port", "0", *_free_ports())
     assert str(directory / "sales.toml") in err, f"the message does not name the file: {err}"
     assert "broken" in err, f"the message does not name the table: {err}"
+    assert "got None" not in err, err
 
 
 def test_corrupt_parquet_names_file_and_table(tmp_path: Path) -> None:
