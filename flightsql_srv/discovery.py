@@ -67,7 +67,13 @@ FOREIGN_KEYS_SCHEMA = pa.schema(
         _f("delete_rule", pa.uint8(), False),
     ]
 )
-_TABLE_TYPES = ["BASE TABLE", "VIEW"]
+#: Table types as the Flight SQL spec lists them (JDBC/ODBC names); clients filter on these.
+_TABLE_TYPES = ["TABLE", "VIEW"]
+#: DataFusion's information_schema type → the type reported.
+_REPORTED_TYPE = {"BASE TABLE": "TABLE"}
+#: Filter values read as other types: the SQL standard's name, and the Grafana datasource's
+#: generic "table" (it sends ["BASE TABLE", "table"]) meaning anything queryable.
+_TYPE_ALIASES = {"BASE TABLE": {"TABLE"}, "table": set(_TABLE_TYPES)}
 _INFORMATION_SCHEMA = "information_schema"
 
 #: Metadata commands answered by :class:`Discovery` (GetFlightInfo → DoGet).
@@ -283,7 +289,7 @@ class Discovery:
         schemas = set(self._schema_names(visible))
         schema_like, table_like = _matcher(schema_pattern), _matcher(table_pattern)
         rows = [
-            (s, t, kind)
+            (s, t, _REPORTED_TYPE.get(kind, kind))
             for s, t, kind in zip(
                 listing["table_schema"], listing["table_name"], listing["table_type"], strict=True
             )
@@ -301,10 +307,8 @@ class Discovery:
             )
         if command.table_types:
             wanted = set(command.table_types)
-            if "table" in wanted:
-                # Not a type this server reports: clients that send it (the Grafana
-                # datasource sends ["BASE TABLE", "table"]) mean "anything queryable".
-                wanted |= set(_TABLE_TYPES)
+            for name in command.table_types:
+                wanted |= _TYPE_ALIASES.get(name, set())
             rows = [r for r in rows if r[2] in wanted]
         name = _opt(command, "table_name_filter_pattern")
         if name is not None:

@@ -104,11 +104,11 @@ format = "csv"
 """
 #: (schema, table, type) of every table in the test catalog, in the spec's order.
 ALL_TABLES = [
-    ("alpha", "zzz", "BASE TABLE"),
+    ("alpha", "zzz", "TABLE"),
     ("shop", "order_view", "VIEW"),
-    ("shop", "order_x", "BASE TABLE"),
-    ("shop", "orders", "BASE TABLE"),
-    ("shop", "orderyx", "BASE TABLE"),
+    ("shop", "order_x", "TABLE"),
+    ("shop", "orders", "TABLE"),
+    ("shop", "orderyx", "TABLE"),
 ]
 #: Every schema GetDbSchemas lists: DataFusion's default "public", the empty file, and the
 #: two with tables; never information_schema.
@@ -243,17 +243,17 @@ def test_adbc_get_objects_tables_depth(cat_conn: Any) -> None:
         t for t in ALL_TABLES if t[1].startswith("order")
     ]
     assert _object_tables(cat_conn, depth="tables", table_name_filter="order_x") == [
-        ("shop", "order_x", "BASE TABLE"),
-        ("shop", "orderyx", "BASE TABLE"),
+        ("shop", "order_x", "TABLE"),
+        ("shop", "orderyx", "TABLE"),
     ]
     assert _object_tables(
         cat_conn, depth="tables", db_schema_filter="al%", table_name_filter="%z%"
-    ) == [("alpha", "zzz", "BASE TABLE")]
+    ) == [("alpha", "zzz", "TABLE")]
     assert _object_tables(cat_conn, depth="tables", table_types_filter=["VIEW"]) == [
         ("shop", "order_view", "VIEW")
     ]
     assert _object_tables(cat_conn, depth="tables", table_types_filter=["BASE TABLE"]) == [
-        t for t in ALL_TABLES if t[2] == "BASE TABLE"
+        t for t in ALL_TABLES if t[2] == "TABLE"
     ]
     assert _object_tables(cat_conn, depth="tables", catalog_filter="other") == []
 
@@ -327,7 +327,7 @@ def test_adbc_get_table_schema_of_a_missing_table_is_not_found(conn: Any) -> Non
 
 
 def test_adbc_get_table_types(conn: Any) -> None:
-    assert conn.adbc_get_table_types() == ["BASE TABLE", "VIEW"]
+    assert conn.adbc_get_table_types() == ["TABLE", "VIEW"]
 
 
 # -- pyarrow: CommandGetCatalogs / GetDbSchemas --------------------------------------------
@@ -400,27 +400,31 @@ def test_get_tables_lists_everything_in_spec_order(cat_client: flight.FlightClie
         ({"db_schema_filter_pattern": "_lpha"}, ALL_TABLES[:1]),
         ({"db_schema_filter_pattern": "%"}, ALL_TABLES),
         ({"db_schema_filter_pattern": "information_schema"}, []),
-        ({"table_name_filter_pattern": "orders"}, [("shop", "orders", "BASE TABLE")]),
+        ({"table_name_filter_pattern": "orders"}, [("shop", "orders", "TABLE")]),
         ({"table_name_filter_pattern": "ORDERS"}, []),
         ({"table_name_filter_pattern": "order%"}, ALL_TABLES[1:]),
-        ({"table_name_filter_pattern": "%s"}, [("shop", "orders", "BASE TABLE")]),
+        ({"table_name_filter_pattern": "%s"}, [("shop", "orders", "TABLE")]),
         # "_" is a wildcard: order_x also matches orderyx ...
         (
             {"table_name_filter_pattern": "order_x"},
-            [("shop", "order_x", "BASE TABLE"), ("shop", "orderyx", "BASE TABLE")],
+            [("shop", "order_x", "TABLE"), ("shop", "orderyx", "TABLE")],
         ),
         # ... unless escaped with a backslash.
-        ({"table_name_filter_pattern": "order\\_x"}, [("shop", "order_x", "BASE TABLE")]),
+        ({"table_name_filter_pattern": "order\\_x"}, [("shop", "order_x", "TABLE")]),
         ({"table_name_filter_pattern": "order\\%"}, []),
         ({"table_name_filter_pattern": "tables"}, []),  # information_schema.tables is hidden
         ({"table_types": ["VIEW"]}, [("shop", "order_view", "VIEW")]),
-        ({"table_types": ["BASE TABLE"]}, [t for t in ALL_TABLES if t[2] == "BASE TABLE"]),
+        # "TABLE" is the spec's (JDBC/ODBC) name; "BASE TABLE" stays an alias of it.
+        ({"table_types": ["TABLE"]}, [t for t in ALL_TABLES if t[2] == "TABLE"]),
+        ({"table_types": ["BASE TABLE"]}, [t for t in ALL_TABLES if t[2] == "TABLE"]),
+        ({"table_types": ["TABLE", "VIEW"]}, ALL_TABLES),
+        ({"table_types": ["SYSTEM TABLE"]}, []),
         ({"table_types": ["BASE TABLE", "VIEW"]}, ALL_TABLES),
         # lower-case "table" is the generic type some clients send: tables and views
         ({"table_types": ["table"]}, ALL_TABLES),
         (
             {"db_schema_filter_pattern": "sh%", "table_name_filter_pattern": "%_x"},
-            [("shop", "order_x", "BASE TABLE"), ("shop", "orderyx", "BASE TABLE")],
+            [("shop", "order_x", "TABLE"), ("shop", "orderyx", "TABLE")],
         ),
         (
             {"catalog": CATALOG, "db_schema_filter_pattern": "shop", "table_types": ["VIEW"]},
@@ -467,7 +471,7 @@ def test_get_tables_grafana_tables_resource(client: flight.FlightClient) -> None
     # Column 1 is the schema and column 2 the table, by position.
     assert table.column(1).to_pylist()[rows.index(("demo", "logs"))] == "demo"
     assert table.column(2).to_pylist()[rows.index(("demo", "logs"))] == "logs"
-    assert set(table.column("table_type").to_pylist()) == {"BASE TABLE"}
+    assert set(table.column("table_type").to_pylist()) == {"TABLE"}
 
 
 def test_get_tables_grafana_columns_resource(client: flight.FlightClient) -> None:
@@ -502,7 +506,7 @@ def test_get_tables_without_match_sends_no_batch(client: flight.FlightClient) ->
 def test_get_table_types(client: flight.FlightClient) -> None:
     schema, table, _ = _fetch(client, sql_pb2.CommandGetTableTypes())
     assert schema.equals(TABLE_TYPES)
-    assert table.column("table_type").to_pylist() == ["BASE TABLE", "VIEW"]
+    assert table.column("table_type").to_pylist() == ["TABLE", "VIEW"]
 
 
 @pytest.mark.parametrize(
