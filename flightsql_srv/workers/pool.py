@@ -54,6 +54,9 @@ _TICK_S = 0.025
 #: reader that went away) before it is killed.
 _GRACE_S = 1.0
 _START_TIMEOUT_S = 120.0
+#: How long the question "how did the stream end" may wait in the worker (a stream lasts at
+#: most query_timeout; without one, this).
+_STREAM_WAIT_S = 7 * 86400.0
 #: An idle worker holding more than this above its start is replaced...
 _RETAIN_BYTES = 192 * 1024 * 1024
 #: ...and so is one that holds more than this when its query ends: under steady load a
@@ -110,6 +113,8 @@ class Lease:
     kill_reason: str = ""
     cancel_sent: bool = False
     on_done: Callable[[FinishReply], None] = field(default=lambda reply: None)
+    #: The worker's answer to "how did the stream end", asked as the stream starts.
+    ending: futures.Future[list[bytes]] | None = None
 
 
 class EnginePool:
@@ -146,6 +151,10 @@ class EnginePool:
         self._spawned = 0
         self._stopping = False
         self._helpers = futures.ThreadPoolExecutor(thread_name_prefix="worker-calls")
+        # One waiting call per running stream (see execute).
+        self._endings = futures.ThreadPoolExecutor(
+            max_workers=max(4, 2 * size), thread_name_prefix="worker-endings"
+        )
         self._supervisor = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
 
     # -- life cycle --------------------------------------------------------------------------
@@ -173,6 +182,7 @@ class EnginePool:
         for worker in workers:
             worker.process.join(5)
         self._helpers.shutdown(wait=False, cancel_futures=True)
+        self._endings.shutdown(wait=False, cancel_futures=True)
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def reload(self, schemas: list[SchemaDecl]) -> None:
@@ -266,10 +276,14 @@ class EnginePool:
         threading.Thread(target=wait, name="worker-start", daemon=True).start()
 
     def _retire(self, worker: _Worker, reason: str) -> None:
+        """Replace a worker that holds no lease: an idle one (unless a query took it just
+        now), or one whose lease has just ended."""
         with self._cond:
             if worker in self._idle:
                 self._idle.remove(worker)
-        worker.kill_reason = worker.kill_reason or reason
+            elif worker.lease is not None:
+                return  # leased meanwhile: it is retired when that lease ends, if still due
+            worker.kill_reason = worker.kill_reason or reason
         worker.process.kill()
 
     # -- leases ------------------------------------------------------------------------------
@@ -341,6 +355,9 @@ class EnginePool:
             self._end(lease, FinishReply(outcome, 0, 0, error_class))
             raise error from None
         lease.phase = "streaming"
+        # Ask now how the stream will end: the worker answers as it ends, so the client's
+        # end of stream does not wait for one more round trip.
+        lease.ending = self._endings.submit(self._call, lease, FINISH, str(_STREAM_WAIT_S).encode())
         return schema, self._stream(lease, reader)
 
     def _stream(
@@ -385,7 +402,13 @@ class EnginePool:
     def _finish_reply(self, lease: Lease, wait: float) -> FinishReply:
         """How the lease's stream ended, from the worker; a worker that is still running it
         after ``wait`` seconds is killed."""
-        results = self._call(lease, FINISH, str(wait).encode())
+        if lease.ending is None:
+            results = self._call(lease, FINISH, str(wait).encode())
+        else:
+            try:
+                results = lease.ending.result(timeout=wait)
+            except futures.TimeoutError:
+                results = [b'{"outcome": "running", "rows": 0, "nbytes": 0}']
         reply: FinishReply = self._parse(lease, FinishReply.decode, results)
         if reply.outcome == "running":
             self.kill(lease.worker, "abandoned")
@@ -482,6 +505,9 @@ class EnginePool:
             ),
             "stopped": lambda: flight.FlightUnavailableError(
                 f"{query} stopped: the server is shutting down; retry"
+            ),
+            "reload": lambda: flight.FlightUnavailableError(
+                f"{query} stopped: its engine worker was replaced (catalog reload); retry"
             ),
         }
 

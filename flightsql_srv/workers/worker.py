@@ -173,7 +173,7 @@ class EngineWorker(flight.FlightServerBase):  # type: ignore[misc]
             if current is None:
                 return FinishReply("ok", 0, 0).encode()
             if not current.done.wait(float(body or b"1")):
-                return b'{"outcome": "running"}'
+                return FinishReply("running", 0, 0).encode()
             return current.finish.encode()
         raise NotImplementedError(f"unknown worker action {kind!r}")
 
