@@ -58,6 +58,9 @@ _UNREACHABLE = re.compile(
     r"connection reset|operation timed out|Service Unavailable|503 Service",
     re.IGNORECASE,
 )
+#: DataFusion's hints to change its own configuration ("Consider increasing the memory limit
+#: config: 'datafusion.runtime.memory_limit', or decreasing ...").
+_DATAFUSION_ADVICE = re.compile(r" *Consider (increasing|decreasing) [^\n]*'datafusion\.[^\n]*")
 #: Logical plan node names that would change state; a Substrait plan must not contain them.
 _WRITE_NODES = re.compile(r"^(Dml|Ddl|Copy|Create|Drop|Insert|Statement|SetVariable)")
 
@@ -156,6 +159,8 @@ def execution_error(
     if _UNREACHABLE.search(message):
         return _unreachable(message)
     if "Resources exhausted" in message:
+        # DataFusion's advice names its own settings, which clients cannot change.
+        message = _DATAFUSION_ADVICE.sub("", message).strip()
         return ResourceExhausted(
             f"query needs more memory than memory_limit allows: {message}; "
             "narrow it (filters, fewer columns, a LIMIT) or raise memory_limit"
