@@ -11,6 +11,9 @@ Parsing follows the newer Grafana SDK parser (v0.200+), plus string safety:
 * Macros in arguments are expanded first (``$__dateBin(coalesce(t, $__timeFrom))``). A user
   macro's template is expanded again after its placeholders are filled in.
 * Everything outside the macro calls is copied byte for byte.
+* Work is bounded whatever the input: the query's size is checked first (:data:`MAX_SQL_BYTES`),
+  the SQL is scanned once with regexes that skip code in C, and arguments, argument
+  punctuation, calls and nesting have limits (``MAX_*``), each failing with a MacroError.
 
 Positions in error messages are 1-based character positions in the SQL (plus line and column
 for multi-line SQL).
@@ -24,14 +27,30 @@ from datetime import datetime, timedelta
 from .builtins import BUILTIN_NAMES, BUILTINS, NO_ARGUMENTS, Arg, Call
 from .context import MacroContext
 from .errors import MacroError, location
-from .lexer import CLOSE, COMMA, MACRO, OPEN, Token, tokenize
+from .lexer import NAME, SKIP_TO_MACRO, SKIP_TO_TOKEN
 from .timeparse import UTC
 from .user import MAX_DEPTH, RANGE_PLACEHOLDERS, UserMacro
 
-__all__ = ["expand", "MAX_ARGUMENT_NESTING", "MAX_EXPANDED_CHARS"]
+__all__ = [
+    "expand",
+    "MAX_ARGUMENT_NESTING",
+    "MAX_ARGUMENT_TOKENS",
+    "MAX_ARGUMENTS",
+    "MAX_EXPANDED_CHARS",
+    "MAX_MACRO_CALLS",
+    "MAX_SQL_BYTES",
+]
 
+#: Longest query accepted, checked before any macro work (the engine's limit too).
+MAX_SQL_BYTES = 1024 * 1024
 #: How deeply macro calls may nest inside each other's arguments.
 MAX_ARGUMENT_NESTING = 32
+#: Most arguments one macro call may have (the built-ins take at most three).
+MAX_ARGUMENTS = 64
+#: Most macro calls in one expansion, counting those in arguments and user templates.
+MAX_MACRO_CALLS = 4096
+#: Most parentheses, commas and macro names inside argument lists, all calls together.
+MAX_ARGUMENT_TOKENS = 16384
 #: Longest expansion; a macro may repeat its argument, so nesting can grow text exponentially.
 MAX_EXPANDED_CHARS = 1024 * 1024
 
@@ -52,21 +71,28 @@ def expand(
         user_macros: user macros by name (see :func:`~.user.load_user_macros`); load them once.
 
     Raises:
-        MacroError: an unknown macro, bad arguments, an unclosed ``(``, a missing range or
-            interval... (an :class:`~flightsql_srv.errors.InvalidArgument`).
+        MacroError: an oversized query, an unknown macro, bad arguments, an unclosed ``(``, a
+            missing range or interval... (an :class:`~flightsql_srv.errors.InvalidArgument`).
     """
+    # A character is at most 4 bytes: encode only when the length alone cannot decide.
+    if len(sql) > MAX_SQL_BYTES or (
+        4 * len(sql) > MAX_SQL_BYTES and len(sql.encode("utf-8", "surrogatepass")) > MAX_SQL_BYTES
+    ):
+        raise MacroError(f"the query is longer than {MAX_SQL_BYTES} bytes")
     if "$__" not in sql:
         return sql
     return _Expander(context, user_macros or _NO_USER_MACROS).text(sql, ())
 
 
 class _Expander:
-    __slots__ = ("context", "user", "_now")
+    __slots__ = ("context", "user", "_now", "_calls", "_tokens")
 
     def __init__(self, context: MacroContext, user: Mapping[str, UserMacro]) -> None:
         self.context = context
         self.user = user
         self._now: datetime | None = context.now
+        self._calls = 0
+        self._tokens = 0
 
     def now(self) -> datetime:
         """The reference time for relative arguments, fixed for the whole expansion."""
@@ -82,122 +108,145 @@ class _Expander:
         """
         if "$__" not in sql:
             return sql
-        toks = tokenize(sql)
-        return self._span(sql, toks, 0, len(toks), 0, len(sql), chain, nesting)
-
-    def _span(
-        self,
-        sql: str,
-        toks: list[Token],
-        lo: int,
-        hi: int,
-        start: int,
-        end: int,
-        chain: tuple[str, ...],
-        nesting: int,
-    ) -> str:
-        """Expand ``sql[start:end]``, whose tokens are ``toks[lo:hi]``."""
         out: list[str] = []
-        last = start
-        size = 0
-        i = lo
-        while i < hi:
-            kind, ts, te = toks[i]
-            i += 1
-            if kind != MACRO:
-                continue
-            name = sql[ts + 3 : te]
-            builtin = BUILTINS.get(name)
-            user = None if builtin is not None else self.user.get(name)
-            if builtin is None and user is None:
-                raise self._unknown(sql, name, ts)
-            args: list[Arg] | None = None
-            call_end = te
-            if te < end and sql[te] == "(" and name not in NO_ARGUMENTS:
-                if nesting >= MAX_ARGUMENT_NESTING:
-                    raise MacroError.at(
-                        name,
-                        ts + 1,
-                        location(sql, ts),
-                        f"macro calls nested more than {MAX_ARGUMENT_NESTING} deep",
-                    )
-                args, i, call_end = self._arguments(sql, toks, i, hi, name, ts, chain, nesting)
-            if builtin is not None:
-                call = Call(name, ts + 1, sql, args, self.context, self.now)
-                replacement = builtin(call)
-            else:
-                assert user is not None
-                replacement = self._user(sql, user, name, ts, args, chain, nesting)
-            out.append(sql[last:ts])
+        n = len(sql)
+        last = size = 0
+        pos = SKIP_TO_MACRO.match(sql).end()  # type: ignore[union-attr]
+        while pos < n:
+            replacement, call_end = self._call(sql, pos, chain, nesting)
+            out.append(sql[last:pos])
             out.append(replacement)
-            size += (ts - last) + len(replacement)
+            size += (pos - last) + len(replacement)
+            self._check_size(size, sql, pos)
             last = call_end
-            if size > MAX_EXPANDED_CHARS:
-                raise MacroError.at(
-                    name,
-                    ts + 1,
-                    location(sql, ts),
-                    f"the expanded query is longer than {MAX_EXPANDED_CHARS} characters "
-                    "(macros inside macro arguments repeat them); simplify the query",
-                )
+            pos = SKIP_TO_MACRO.match(sql, call_end).end()  # type: ignore[union-attr]
         if not out:
-            return sql[start:end]
-        out.append(sql[last:end])
+            return sql
+        out.append(sql[last:])
         return "".join(out)
 
-    def _arguments(
-        self,
-        sql: str,
-        toks: list[Token],
-        i: int,
-        hi: int,
-        name: str,
-        ts: int,
-        chain: tuple[str, ...],
-        nesting: int,
-    ) -> tuple[list[Arg], int, int]:
-        """Parse the argument list whose ``(`` is ``toks[i]``.
-
-        Returns the expanded arguments, the index of the token after ``)`` and the offset
-        after ``)``.
-        """
-        depth = 0
-        bounds: list[tuple[int, int, int, int]] = []  # text start/end, token lo/hi
-        arg_start = toks[i][2]
-        arg_lo = i + 1
-        j = i
-        while j < hi:
-            kind, s, e = toks[j]
-            if kind == OPEN:
-                depth += 1
-            elif kind == CLOSE:
-                depth -= 1
-                if depth == 0:
-                    bounds.append((arg_start, s, arg_lo, j))
-                    break
-            elif kind == COMMA and depth == 1:
-                bounds.append((arg_start, s, arg_lo, j))
-                arg_start = e
-                arg_lo = j + 1
-            j += 1
-        else:
+    def _check_size(self, size: int, sql: str, ts: int) -> None:
+        if size > MAX_EXPANDED_CHARS:
+            name = _name_at(sql, ts)
             raise MacroError.at(
                 name,
                 ts + 1,
                 location(sql, ts),
-                f"unclosed '(' at position {toks[i][1] + 1}: the argument list has no matching ')'",
+                f"the expanded query is longer than {MAX_EXPANDED_CHARS} characters "
+                "(macros inside macro arguments repeat them); simplify the query",
             )
+
+    def _call(self, sql: str, ts: int, chain: tuple[str, ...], nesting: int) -> tuple[str, int]:
+        """Expand the macro call whose ``$__`` is at ``ts``.
+
+        Returns the replacement and the offset after the call.
+        """
+        te = NAME.match(sql, ts).end()  # type: ignore[union-attr]
+        name = sql[ts + 3 : te]
+        builtin = BUILTINS.get(name)
+        user = None if builtin is not None else self.user.get(name)
+        if builtin is None and user is None:
+            raise self._unknown(sql, name, ts)
+        self._calls += 1
+        if self._calls > MAX_MACRO_CALLS:
+            raise MacroError.at(
+                name,
+                ts + 1,
+                location(sql, ts),
+                f"more than {MAX_MACRO_CALLS} macro calls in one query; simplify the query",
+            )
+        args: list[Arg] | None = None
+        call_end = te
+        if te < len(sql) and sql[te] == "(" and name not in NO_ARGUMENTS:
+            if nesting >= MAX_ARGUMENT_NESTING:
+                raise MacroError.at(
+                    name,
+                    ts + 1,
+                    location(sql, ts),
+                    f"macro calls nested more than {MAX_ARGUMENT_NESTING} deep",
+                )
+            args, call_end = self._arguments(sql, te, name, ts, chain, nesting)
+        if builtin is not None:
+            return builtin(Call(name, ts + 1, sql, args, self.context, self.now)), call_end
+        assert user is not None
+        return self._user(sql, user, name, ts, args, chain, nesting), call_end
+
+    def _arguments(
+        self,
+        sql: str,
+        open_at: int,
+        name: str,
+        ts: int,
+        chain: tuple[str, ...],
+        nesting: int,
+    ) -> tuple[list[Arg], int]:
+        """Parse and expand the argument list whose ``(`` is at ``open_at``.
+
+        Returns the arguments and the offset after the matching ``)``. Macros in arguments
+        are expanded as they are met, so each character is scanned once.
+        """
+        n = len(sql)
         args: list[Arg] = []
-        for s, e, tlo, thi in bounds:
-            raw = sql[s:e]
-            text = raw.strip()
-            position = s + (len(raw) - len(raw.lstrip())) + 1
-            if any(toks[k][0] == MACRO for k in range(tlo, thi)):
-                text = self._span(sql, toks, tlo, thi, s, e, chain, nesting + 1).strip()
-            args.append(Arg(text, position))
+        depth = 1
+        arg_start = seg = pos = open_at + 1
+        pieces: list[str] = []  # the current argument so far, when it holds macros
+        size = 0
+        while True:
+            pos = SKIP_TO_TOKEN.match(sql, pos).end()  # type: ignore[union-attr]
+            if pos >= n:
+                raise MacroError.at(
+                    name,
+                    ts + 1,
+                    location(sql, ts),
+                    f"unclosed '(' at position {open_at + 1}: the argument list has no "
+                    "matching ')'",
+                )
+            self._tokens += 1
+            if self._tokens > MAX_ARGUMENT_TOKENS:
+                raise MacroError.at(
+                    name,
+                    ts + 1,
+                    location(sql, ts),
+                    f"macro arguments hold more than {MAX_ARGUMENT_TOKENS} parentheses, "
+                    "commas and macros; simplify the query",
+                )
+            ch = sql[pos]
+            if ch == "$":
+                replacement, end = self._call(sql, pos, chain, nesting + 1)
+                pieces.append(sql[seg:pos])
+                pieces.append(replacement)
+                size += (pos - seg) + len(replacement)
+                self._check_size(size, sql, pos)
+                seg = pos = end
+                continue
+            if ch == "(":
+                depth += 1
+            elif ch == ")":
+                depth -= 1
+            if (ch == "," and depth == 1) or depth == 0:
+                raw = sql[arg_start:pos]
+                if pieces:
+                    pieces.append(sql[seg:pos])
+                    text = "".join(pieces).strip()
+                    pieces = []
+                    size = 0
+                else:
+                    text = raw.strip()
+                args.append(Arg(text, arg_start + (len(raw) - len(raw.lstrip())) + 1))
+                if depth == 0:
+                    break
+                if len(args) >= MAX_ARGUMENTS:
+                    raise MacroError.at(
+                        name,
+                        ts + 1,
+                        location(sql, ts),
+                        f"more than {MAX_ARGUMENTS} arguments; check the commas and parentheses",
+                    )
+                arg_start = seg = pos + 1
+            pos += 1
         if len(args) == 1 and not args[0].text:
             args = []
-        return args, j + 1, toks[j][2]
+        return args, pos + 1
 
     def _user(
         self,
@@ -286,3 +335,8 @@ class _Expander:
             macro=name,
             position=ts + 1,
         )
+
+
+def _name_at(sql: str, ts: int) -> str:
+    match = NAME.match(sql, ts)
+    return sql[ts + 3 : match.end()] if match else ""

@@ -6,6 +6,11 @@ in C, which keeps a typical dashboard query under a few microseconds.
 
 Only the tokens the macro parser needs are returned: ``$__name`` and the three punctuation
 characters ``(``, ``)`` and ``,`` found in code.
+
+The expander does not build a token list: :data:`SKIP_TO_MACRO` and :data:`SKIP_TO_TOKEN`
+jump from a position to the next token in code in one C call (possessive quantifiers, so
+they never backtrack), which keeps Python's work proportional to the macros and argument
+punctuation, not to the size of the SQL.
 """
 
 from __future__ import annotations
@@ -14,7 +19,17 @@ import re
 
 from flightsql_srv.sqltext import NON_CODE_PATTERN
 
-__all__ = ["MACRO", "OPEN", "CLOSE", "COMMA", "Token", "tokenize"]
+__all__ = [
+    "MACRO",
+    "OPEN",
+    "CLOSE",
+    "COMMA",
+    "NAME",
+    "SKIP_TO_MACRO",
+    "SKIP_TO_TOKEN",
+    "Token",
+    "tokenize",
+]
 
 MACRO = "$"
 OPEN = "("
@@ -35,6 +50,24 @@ _SCAN = re.compile(
     re.VERBOSE,
 )
 _SKIP = frozenset("'\"-/")
+
+# NON_CODE_PATTERN's literals and comments, possessive: what these match is never given back.
+_NON_CODE_POSSESSIVE = r"""
+      '(?:[^']++|'')*+'?
+    | "(?:[^"]++|"")*+"?
+    | --[^\n]*+
+    | /\*(?:[^*]++|\*(?!/))*+(?:\*/)?
+"""
+#: Matches (at a position) everything up to the next ``$__name`` in code, or to the end.
+SKIP_TO_MACRO = re.compile(
+    r"(?:[^'\"$/\-]++|" + _NON_CODE_POSSESSIVE + r"| [/\-] | \$(?!__[A-Za-z0-9_]))*+", re.VERBOSE
+)
+#: Matches (at a position) everything up to the next ``$__name``, ``(``, ``)`` or ``,`` in code.
+SKIP_TO_TOKEN = re.compile(
+    r"(?:[^'\"$/\-(),]++|" + _NON_CODE_POSSESSIVE + r"| [/\-] | \$(?!__[A-Za-z0-9_]))*+", re.VERBOSE
+)
+#: A macro name token at a position where ``$__`` starts.
+NAME = re.compile(r"\$__[A-Za-z0-9_]+")
 
 
 def tokenize(sql: str) -> list[Token]:
