@@ -7,13 +7,20 @@ import base64
 import binascii
 import hashlib
 import hmac
+import os
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import pyarrow.flight as flight
 
 from flightsql_srv.auth.config import AuthConfig
 from flightsql_srv.auth.identity import CredentialsRejected, Identity
 from flightsql_srv.auth.passwords import hash_password, verify_password
+from flightsql_srv.auth.throttle import HashGate, LoginThrottle
 from flightsql_srv.tickets import Signer
+
+if TYPE_CHECKING:
+    from flightsql_srv.auth.oidc import OidcVerifier
 
 __all__ = ["Authenticator", "SESSION_TOKEN_PREFIX"]
 
@@ -23,20 +30,62 @@ _PURPOSE = "session-token"
 
 
 class Authenticator:
-    """Checks credentials against the ``[auth]`` configuration."""
+    """Checks credentials against the ``[auth]`` configuration.
 
-    def __init__(self, config: AuthConfig, signer: Signer) -> None:
-        self.config = config
+    Args:
+        config: the ``[auth]`` section; :meth:`reload` replaces it while serving.
+        signer: seals session tokens.
+        on_throttle: called with "user" or "peer" when a burst of failed sign-ins starts
+            being delayed (metrics).
+    """
+
+    def __init__(
+        self,
+        config: AuthConfig,
+        signer: Signer,
+        on_throttle: Callable[[str], None] | None = None,
+    ) -> None:
         self._signer = signer
+        self._on_throttle = on_throttle
+        self._oidc: OidcVerifier | None = None
+        self._decoy_hash = ""
+        self._throttle: LoginThrottle | None = None
+        self._gate: HashGate | None = None
+        self.config = AuthConfig()
+        self.reload(config)
+
+    def reload(self, config: AuthConfig) -> None:
+        """Check credentials against ``config`` from the next call on. Session tokens of
+        users removed or given another password stop working; role changes apply at once.
+        """
+        oidc, old = self._oidc, self.config
+        if config.oidc != old.oidc:
+            oidc = None
+            if config.oidc:
+                from flightsql_srv.auth.oidc import OidcVerifier  # JOSE libraries only when used
+
+                oidc = OidcVerifier(config.oidc)
+        if config.users and not self._decoy_hash:
+            # Checked for unknown user names too, so timing does not reveal which exist.
+            self._decoy_hash = hash_password("not a real password")
+        limits = ("login_failures_free", "login_failures_free_per_peer", "login_max_delay")
+        if self._throttle is None or any(getattr(config, k) != getattr(old, k) for k in limits):
+            # Kept across reloads that leave the limits alone: a reload forgives nobody.
+            self._throttle = LoginThrottle(
+                config.login_failures_free,
+                config.login_failures_free_per_peer,
+                config.login_max_delay,
+                self._on_throttle,
+            )
+        gate = ("password_checks", "password_queue")
+        if self._gate is None or any(getattr(config, k) != getattr(old, k) for k in gate):
+            slots = config.password_checks or os.cpu_count() or 1
+            self._gate = HashGate(slots, config.password_queue)
+        # Each attribute is replaced whole: a call in progress sees the old or the new one.
         self._keys = [(bytes.fromhex(k.sha256), k) for k in config.api_keys]
         self._users = {u.name: u for u in config.users}
-        self._oidc = None
-        if config.oidc:
-            from flightsql_srv.auth.oidc import OidcVerifier  # JOSE libraries only when used
-
-            self._oidc = OidcVerifier(config.oidc)
-        # Checked for unknown user names too, so timing does not reveal which names exist.
-        self._decoy_hash = hash_password("not a real password") if config.users else ""
+        self._oidc = oidc
+        self.config = config
 
     def bearer(self, token: str) -> Identity:
         """The identity behind ``authorization: Bearer <token>``.
@@ -64,9 +113,25 @@ class Authenticator:
             )
         return Identity(f"key:{match.name}", frozenset(match.roles), "api_key")
 
-    def basic(self, encoded: str) -> tuple[Identity, str]:
+    def peer(self, headers: Mapping[str, list[Any]]) -> str:
+        """The caller's address as the trusted proxy reports it ("" when not configured)."""
+        name = self.config.client_address_header
+        values = headers.get(name) if name else None
+        if not values:
+            return ""
+        value = values[0]
+        text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+        return text.split(",")[0].strip()  # X-Forwarded-For: the client, then proxies
+
+    def basic(self, encoded: str, peer: str = "") -> tuple[Identity, str]:
         """Check ``authorization: Basic <base64(user:password)>`` (padding optional) and
-        issue a session token for it."""
+        issue a session token for it.
+
+        Raises:
+            CredentialsRejected: malformed credentials or a wrong password.
+            Throttled: too many failures for this user from ``peer``, or from ``peer``.
+            Busy: too many password checks in progress.
+        """
         try:
             decoded = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
             name, _, password = decoded.decode().partition(":")
@@ -74,16 +139,22 @@ class Authenticator:
             raise CredentialsRejected(
                 "malformed Basic credentials: send base64(username:password)", "malformed"
             ) from None
+        throttle, gate = self._throttle, self._gate
+        assert throttle is not None and gate is not None
+        throttle.check(name, peer)
         user = self._users.get(name)
-        if not verify_password(password, user.password_hash if user else self._decoy_hash):
+        expected = user.password_hash if user else self._decoy_hash
+        if not gate.run(lambda: verify_password(password, expected)) or user is None:
+            throttle.failed(name, peer)
             raise CredentialsRejected("invalid username or password", "bad_password")
-        assert user is not None
+        throttle.succeeded(name, peer)
         identity = Identity(f"user:{user.name}", frozenset(user.roles), "password")
-        return identity, self.issue(identity)
+        return identity, self.issue(identity, _fingerprint(user.password_hash))
 
-    def issue(self, identity: Identity) -> str:
-        """A signed session token standing for ``identity`` until ``session_ttl`` passes."""
-        body = {"sub": identity.principal, "roles": sorted(identity.roles), "m": identity.method}
+    def issue(self, identity: Identity, password: str = "") -> str:
+        """A sealed session token standing for ``identity`` until ``session_ttl`` passes,
+        and only while the user keeps the password hash ``password`` fingerprints."""
+        body = {"sub": identity.principal, "m": identity.method, "pw": password}
         token = self._signer.sign(_PURPOSE, body, ttl=self.config.session_ttl)
         return SESSION_TOKEN_PREFIX + base64.urlsafe_b64encode(token).decode().rstrip("=")
 
@@ -99,6 +170,21 @@ class Authenticator:
         except flight.FlightUnauthenticatedError as exc:
             reason = "expired" if "expired" in str(exc) else "bad_signature"
             raise CredentialsRejected(str(exc), reason) from None
-        return Identity(
-            str(body["sub"]), frozenset(body.get("roles", [])), body.get("m", "session")
-        )
+        principal = str(body.get("sub", ""))
+        user = self._users.get(principal.removeprefix("user:"))
+        if (
+            user is None
+            or not principal.startswith("user:")
+            or not hmac.compare_digest(str(body.get("pw", "")), _fingerprint(user.password_hash))
+        ):
+            raise CredentialsRejected(
+                "session token revoked: its user was removed or given a new password; "
+                "authenticate again with the handshake",
+                "revoked",
+            )
+        return Identity(principal, frozenset(user.roles), "password")
+
+
+def _fingerprint(password_hash: str) -> str:
+    """Names a password hash in a session token without carrying it."""
+    return hashlib.sha256(b"flightsql-srv/session/" + password_hash.encode()).hexdigest()[:32]

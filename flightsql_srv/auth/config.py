@@ -7,6 +7,9 @@ These key names are the public interface::
     [[auth.oidc]]          issuer, audience, roles_claim, default_roles
     [auth.roles.<name>]    tables = ["*", "demo.*", "demo.logs"]
     [auth]                 session_ttl = 3600   # seconds a handshake token stays valid
+    [auth]                 login_failures_free = 5, login_failures_free_per_peer = 20,
+                           login_max_delay = 30, client_address_header = "x-forwarded-for",
+                           password_checks = 0 (one per core), password_queue = 16
 
 Authentication is on as soon as any API key, user or OIDC issuer is configured.
 """
@@ -23,8 +26,12 @@ from flightsql_srv.auth.passwords import check_hash_format
 if TYPE_CHECKING:
     from flightsql_srv.auth.oidc import OidcIssuer
 
-__all__ = ["AuthConfig", "ApiKey", "User", "Role", "parse_auth"]
+__all__ = ["AuthConfig", "ApiKey", "User", "Role", "parse_auth", "DEFAULT_SESSION_TTL"]
 
+#: A handshake token's default lifetime: 90 days, so a Grafana datasource that signed in
+#: once keeps working (docs/security.md); revocation does not wait for it (see
+#: Authenticator), as every call checks the user is still configured as it was.
+DEFAULT_SESSION_TTL = 90 * 86400.0
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _PATTERN = re.compile(r"^(\*|[A-Za-z_][A-Za-z0-9_]*\.(\*|[A-Za-z_][A-Za-z0-9_]*))$")
 
@@ -66,7 +73,17 @@ class AuthConfig:
     users: tuple[User, ...] = ()
     oidc: tuple[OidcIssuer, ...] = ()
     roles: Mapping[str, Role] = field(default_factory=dict)
-    session_ttl: float = 3600.0
+    session_ttl: float = DEFAULT_SESSION_TTL
+    #: Failed sign-ins per (user, peer), and per peer, before each try must wait.
+    login_failures_free: int = 5
+    login_failures_free_per_peer: int = 20
+    #: The longest wait, in seconds (waits double from 1 s).
+    login_max_delay: float = 30.0
+    #: Header a trusted proxy sets to the client's address ("" : peers are not told apart).
+    client_address_header: str = ""
+    #: Password hashes computed at once (0: one per CPU core), and callers that may wait.
+    password_checks: int = 0
+    password_queue: int = 16
 
     @property
     def enabled(self) -> bool:
@@ -114,7 +131,7 @@ def parse_auth(raw: Any, where: str = "[auth]") -> AuthConfig:
     Raises:
         ValueError: naming the entry and key that is wrong.
     """
-    top = _Reader(raw, where, {"api_keys", "users", "oidc", "roles", "session_ttl"}, set())
+    top = _Reader(raw, where, {"api_keys", "users", "oidc", "roles", *_SCALARS}, set())
     roles: dict[str, Role] = {}
     roles_raw = raw.get("roles", {})
     if not isinstance(roles_raw, dict):
@@ -182,12 +199,34 @@ def parse_auth(raw: Any, where: str = "[auth]") -> AuthConfig:
             )
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{e.where}: {exc}") from None
-    ttl = raw.get("session_ttl", 3600.0)
-    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0:
-        raise ValueError(f"{top.where}: 'session_ttl' must be a positive number of seconds")
+    scalars = {name: _scalar(top, name, *rule) for name, rule in _SCALARS.items()}
     seen: set[str] = set()
     for entry_name in [k.name for k in api_keys] + [u.name for u in users]:
         if entry_name in seen:
             raise ValueError(f"{where}: the name {entry_name!r} is used twice")
         seen.add(entry_name)
-    return AuthConfig(tuple(api_keys), tuple(users), tuple(issuers), roles, float(ttl))
+    return AuthConfig(tuple(api_keys), tuple(users), tuple(issuers), roles, **scalars)
+
+
+#: The scalar [auth] keys: (type, default, smallest value, what it must be).
+_SCALARS: dict[str, tuple[type, Any, float, str]] = {
+    "session_ttl": (float, DEFAULT_SESSION_TTL, 1e-9, "a positive number of seconds"),
+    "login_failures_free": (int, 5, 0, "a count, 0 or more"),
+    "login_failures_free_per_peer": (int, 20, 0, "a count, 0 or more"),
+    "login_max_delay": (float, 30.0, 0, "a number of seconds, 0 or more"),
+    "client_address_header": (str, "", 0, "a header name"),
+    "password_checks": (int, 0, 0, "a count, 0 (one per CPU core) or more"),
+    "password_queue": (int, 16, 0, "a count, 0 or more"),
+}
+
+
+def _scalar(top: _Reader, name: str, kind: type, default: Any, low: float, what: str) -> Any:
+    value = top.raw.get(name, default)
+    if kind is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{top.where}: '{name}' must be {what}")
+        return value.strip().lower()
+    numeric = (int,) if kind is int else (int, float)
+    if isinstance(value, bool) or not isinstance(value, numeric) or value < low:
+        raise ValueError(f"{top.where}: '{name}' must be {what}")
+    return kind(value)

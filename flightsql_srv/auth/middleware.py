@@ -25,6 +25,7 @@ from flightsql_srv.auth.identity import (
     Identity,
     ProviderUnavailable,
 )
+from flightsql_srv.auth.throttle import Busy, Throttled
 
 __all__ = [
     "AuthMiddlewareFactory",
@@ -72,7 +73,7 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):  # type: ignore[mis
         credentials = credentials.strip()
         try:
             if info.method == flight.FlightMethod.HANDSHAKE and scheme.lower() == "basic":
-                identity, token = self._auth.basic(credentials)
+                identity, token = self._auth.basic(credentials, self._auth.peer(headers))
                 return AuthMiddleware(identity, token)
             if scheme.lower() != "bearer" or not credentials:
                 raise CredentialsRejected(
@@ -88,9 +89,16 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):  # type: ignore[mis
         except ProviderUnavailable as exc:
             self._failed("provider_unavailable")
             raise flight.FlightUnavailableError(str(exc)) from None
+        except Throttled as exc:  # answered at once: no handler thread waits out the delay
+            self._failed("throttled", quiet=True)  # logged once per burst by the throttle
+            raise flight.FlightUnauthenticatedError(str(exc)) from None
+        except Busy as exc:
+            self._failed("busy")
+            raise flight.FlightUnavailableError(str(exc)) from None
 
-    def _failed(self, reason: str) -> None:
-        log.info("authentication failed", extra={"fields": {"reason": reason}})
+    def _failed(self, reason: str, quiet: bool = False) -> None:
+        if not quiet:
+            log.info("authentication failed", extra={"fields": {"reason": reason}})
         if self._on_failure is not None:
             self._on_failure(reason)
 
