@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -20,7 +21,7 @@ from flightsql_srv import __version__
 from flightsql_srv.admission import Admission
 from flightsql_srv.audit import Auditor
 from flightsql_srv.catalog import load_catalog
-from flightsql_srv.config import ConfigError, Settings
+from flightsql_srv.config import ConfigError, Settings, auth_files, load_auth
 from flightsql_srv.engine import Engine
 from flightsql_srv.execution import Executor
 from flightsql_srv.generated import materialize
@@ -200,6 +201,46 @@ class Service:
             self._watcher = DirectoryWatcher(
                 [settings.catalog_dir, settings.macros_dir], settings.reload_interval, self.reload
             )
+        self._auth_watcher = None
+        if settings.reload_interval and auth_files(settings):
+            folders = sorted({f.parent for f in auth_files(settings)})
+            self._auth_watcher = DirectoryWatcher(
+                folders, settings.reload_interval, self.reload_auth
+            )
+
+    def reload_auth(self) -> bool:
+        """Read ``[auth]`` again (from ``auth_file`` or the config file) and check every call
+        against it from now on: removed users and keys stop working, changed passwords
+        revoke session tokens, role changes apply. A broken file keeps the previous one.
+
+        Returns:
+            True when the new section is being served (or there is nothing to reload).
+        """
+        try:
+            auth = load_auth(self.settings)
+            if auth is None or auth == self.settings.auth:
+                return True
+            self.flight.swap_auth(auth)
+        except (ConfigError, ValueError) as exc:
+            self.metrics.reloads.labels("failed").inc()
+            log.error(
+                "auth reload failed: still serving the previous [auth]",
+                extra={"fields": {"error": str(exc)}},
+            )
+            return False
+        self.settings = dataclasses.replace(self.settings, auth=auth)
+        self.metrics.reloads.labels("ok").inc()
+        log.info(
+            "reloaded [auth]",
+            extra={
+                "fields": {
+                    "users": len(auth.users),
+                    "api_keys": len(auth.api_keys),
+                    "issuers": len(auth.oidc),
+                }
+            },
+        )
+        return True
 
     def reload(self) -> bool:
         """Load the catalog and macro files again and serve them from now on.
@@ -246,8 +287,9 @@ class Service:
     def start(self) -> None:
         """Start health probing and the file watch; the Flight port already accepts calls."""
         self.health.start()
-        if self._watcher is not None:
-            self._watcher.start()
+        for watcher in (self._watcher, self._auth_watcher):
+            if watcher is not None:
+                watcher.start()
         log.info(
             "serving",
             extra={
@@ -299,6 +341,7 @@ class Service:
                     reload.clear()
                     log.info("SIGHUP: reloading the catalog and macros")
                     self.reload()
+                    self.reload_auth()
             return self.stop()
         finally:
             for signum, handler in previous.items():
@@ -314,8 +357,9 @@ class Service:
         if self._stopped:
             return True
         self._stopped = True
-        if self._watcher is not None:
-            self._watcher.stop()
+        for watcher in (self._watcher, self._auth_watcher):
+            if watcher is not None:
+                watcher.stop()
         self.health.drain()
         self.flight.draining = True
         deadline = time.monotonic() + self.settings.shutdown_grace

@@ -402,6 +402,31 @@ def _auth_file(path: Path) -> AuthConfig:
     return _auth_section(data["auth"], f"auth file {path}")
 
 
+def load_auth(settings: Settings) -> AuthConfig | None:
+    """``[auth]`` read again from the file it came from (``auth_file``, else the config
+    file); None when it came from neither (nothing to reload).
+
+    Raises:
+        ConfigError: the file is missing or invalid (the message names it).
+    """
+    if settings.auth_file is not None:
+        return _auth_file(settings.auth_file)
+    if settings.config is None:
+        return None
+    try:
+        data = tomllib.loads(settings.config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {settings.config} cannot be read: {exc}") from None
+    return _auth_section(data.get("auth", {}), f"config file {settings.config}")
+
+
+def auth_files(settings: Settings) -> list[Path]:
+    """The files :func:`load_auth` reads."""
+    if settings.auth_file is not None:
+        return [settings.auth_file]
+    return [settings.config] if settings.config is not None else []
+
+
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for f in setting_fields():

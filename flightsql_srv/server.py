@@ -80,11 +80,12 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
     ) -> None:
         auth = auth or AuthConfig()
         factories: dict[str, flight.ServerMiddlewareFactory] = {}
+        self.authenticator: Authenticator | None = None
         if auth.enabled:
             # First: a rejected call must not reach the other middleware, which would never
             # hear that it ended (pyarrow does not complete calls refused in start_call).
-            authenticator = Authenticator(auth, signer)
-            factories["auth"] = AuthMiddlewareFactory(authenticator, on_auth_failure)
+            self.authenticator = Authenticator(auth, signer)
+            factories["auth"] = AuthMiddlewareFactory(self.authenticator, on_auth_failure)
         else:
             factories["handshake"] = AnonymousHandshakeFactory()
         kwargs["auth_handler"] = HandshakeHandler()
@@ -122,6 +123,17 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         self.statements.user_macros = dict(user_macros)
         self.statements.engine = engine
         self.discovery, self.policy, self.engine = discovery, policy, engine
+
+    def swap_auth(self, auth: AuthConfig) -> None:
+        """Check credentials and roles against a reloaded ``[auth]`` from the next call on.
+        Authentication cannot be turned on or off this way (the middleware is chosen at
+        start): that raises ValueError."""
+        if auth.enabled != self._auth.enabled:
+            raise ValueError("turning authentication on or off needs a restart")
+        if self.authenticator is not None:
+            self.authenticator.reload(auth)
+        self._auth = auth
+        self.policy = Policy(auth, self.engine.tables)
 
     # -- helpers -------------------------------------------------------------------------
 
