@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -21,7 +23,7 @@ from flightsql_srv import __version__
 from flightsql_srv.admission import Admission
 from flightsql_srv.audit import Auditor
 from flightsql_srv.catalog import load_catalog
-from flightsql_srv.config import ConfigError, Settings, auth_files, load_auth
+from flightsql_srv.config import ENV_PREFIX, ConfigError, Settings, auth_files, load_auth
 from flightsql_srv.engine import Engine
 from flightsql_srv.execution import Executor
 from flightsql_srv.generated import materialize
@@ -33,7 +35,7 @@ from flightsql_srv.tickets import PREPARED, Signer
 from flightsql_srv.watch import DirectoryWatcher
 from flightsql_srv.workers.pool import EnginePool
 
-__all__ = ["Service"]
+__all__ = ["ListenError", "Service"]
 
 log = logging.getLogger("flightsql_srv")
 
@@ -87,13 +89,80 @@ def _read_pem(path: Path, setting: str) -> bytes:
         raise ConfigError(f"TLS: {setting} {path} cannot be read: {exc.strerror or exc}") from None
 
 
+class ListenError(OSError):
+    """A port cannot be bound; the message names the port, its flag and variable, and what
+    else is taken, so two servers on one machine say exactly what to change."""
+
+
+#: Every listener's setting and what it serves, in the order they are bound.
+_LISTENERS = {"port": "Flight SQL", "health_port": "gRPC health", "metrics_port": "metrics"}
+
+
+def _in_use(host: str, port: int) -> bool:
+    """Whether something listens on ``host:port`` (a trial bind, released at once)."""
+    if port <= 0:
+        return False
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as trial:
+            # Only a listening socket refuses this; one in TIME_WAIT does not.
+            trial.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            trial.bind(address)
+    except OSError as exc:
+        return exc.errno == errno.EADDRINUSE
+    return False
+
+
+def _listen_error(settings: Settings, setting: str, exc: BaseException) -> ListenError:
+    port = getattr(settings, setting)
+    taken = _in_use(settings.host, port)
+    reason = "address already in use" if taken else str(exc).strip() or type(exc).__name__
+    off = ", or -1 to turn metrics off" if setting == "metrics_port" else ""
+    message = (
+        f"cannot listen on {settings.host}:{port} for the {_LISTENERS[setting]} port "
+        f"({reason})"
+        + (": another process (another flightsql-srv?) holds it" if taken else "")
+        + f". Choose another port with {_flag(setting)}{off}"
+    )
+    later = list(_LISTENERS)[list(_LISTENERS).index(setting) + 1 :]
+    also = [s for s in later if _in_use(settings.host, getattr(settings, s))]
+    if also:
+        message += "; also in use: " + ", ".join(
+            f"{getattr(settings, s)} ({_flag(s)})" for s in also
+        )
+    return ListenError(message)
+
+
+def _flag(setting: str) -> str:
+    return f"--{setting.replace('_', '-')} / {ENV_PREFIX}{setting.upper()}"
+
+
+def _start_health(settings: Settings, *args: Any, **kwargs: Any) -> HealthService:
+    """Bind the health port (gRPC raises RuntimeError when it cannot)."""
+    try:
+        return HealthService(*args, **kwargs)
+    except (RuntimeError, OSError) as exc:
+        raise _listen_error(settings, "health_port", exc) from None
+
+
+def _start_metrics(settings: Settings, metrics: Metrics) -> int | None:
+    """Serve /metrics unless turned off (``metrics_port`` -1); the bound port."""
+    if settings.metrics_port < 0:
+        return None
+    try:
+        return metrics.serve(settings.host, settings.metrics_port)
+    except OSError as exc:
+        raise _listen_error(settings, "metrics_port", exc) from None
+
+
 def _start_flight(settings: Settings, *args: Any, **kwargs: Any) -> FlightSqlServer:
     """Bind the Flight SQL port; a TLS file gRPC cannot use becomes a ConfigError."""
     try:
         return FlightSqlServer(*args, **kwargs)
     except pa.ArrowException as exc:
-        if settings.tls_cert is None:
-            raise OSError(str(exc)) from None
+        # pyarrow says only "Server did not start properly", whatever the cause.
+        if settings.tls_cert is None or _in_use(settings.host, settings.port):
+            raise _listen_error(settings, "port", exc) from None
         raise ConfigError(
             f"the Flight SQL port did not start with the TLS files given ({exc}): check that "
             "--tls-cert and --tls-key are a matching PEM certificate chain and private key, "
@@ -121,7 +190,7 @@ class Service:
     Raises:
         CatalogError: a catalog file is invalid (the message names file and table).
         MacroConfigError: a macro file is invalid (the message names file and macro).
-        OSError: a port cannot be bound.
+        ListenError: a port cannot be bound (the message names it and its flag).
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -181,7 +250,8 @@ class Service:
             on_auth_failure=lambda reason: self.metrics.auth_failures.labels(reason).inc(),
             **tls,
         )
-        self.health = HealthService(
+        self.health = _start_health(
+            settings,
             settings.host,
             settings.health_port,
             self.pool.probe,
@@ -190,9 +260,7 @@ class Service:
         )
         self.port: int = self.flight.port
         self.health_port = self.health.port
-        self.metrics_port: int | None = None
-        if settings.metrics_port >= 0:
-            self.metrics_port = self.metrics.serve(settings.host, settings.metrics_port)
+        self.metrics_port = _start_metrics(settings, self.metrics)
         self._startup_s = time.monotonic() - started
         self._stopped = False
         self._reload_lock = threading.Lock()

@@ -78,9 +78,9 @@ def serve(config_file: Path | None, **flags: Any) -> None:
         raise click.UsageError(f"macros: {exc}") from None
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    except OSError as exc:
-        click.echo(f"Error: cannot listen on {settings.host}:{settings.port}: {exc}", err=True)
-        sys.exit(1)
+    except OSError as exc:  # ListenError: names the port and the flag to change
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
     service.start()
     if not service.serve():
         os._exit(0)  # drained and cancelled; only wedged client connections were left

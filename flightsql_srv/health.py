@@ -57,7 +57,11 @@ class HealthService:
         self._servicer = health.HealthServicer(experimental_non_blocking=True)
         for service in SERVICES:
             self._servicer.set(service, _NOT_SERVING)
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        # gRPC sets SO_REUSEPORT by default: a second server on the same port would then
+        # share it silently (and answer half the probes) instead of failing to bind.
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=4), options=[("grpc.so_reuseport", 0)]
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._servicer, self._server)
         address = f"{host}:{port}"
         self.port = (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -20,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from flightsql_srv.config import ENV_PREFIX, ConfigError, Settings, load_settings
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, server_process
 from tests.helpers import assert_flight_error, serve_subprocess
 
 #: Every run is bounded; a server that starts by mistake is killed after this.
@@ -155,6 +156,53 @@ def test_clashing_ports_name_both_settings() -> None:
 def test_config_reference_lists_the_config_file() -> None:
     reference = _cli("config-reference").stdout
     assert "| (the file itself) | `--config` | `FLIGHTSQL_SRV_CONFIG` |" in reference
+
+
+# -- ports taken ---------------------------------------------------------------------------
+
+
+def _taken_message(host_port: str, what: str, setting: str) -> str:
+    flag = "--" + setting.replace("_", "-")
+    return (
+        f"Error: cannot listen on {host_port} for the {what} port (address already in use): "
+        f"another process (another flightsql-srv?) holds it. Choose another port with "
+        f"{flag} / {ENV_PREFIX}{setting.upper()}"
+    )
+
+
+def test_second_server_with_the_same_ports_names_each_port_and_flag() -> None:
+    """Two servers with the same settings (as two with the defaults): the second exits 2
+    naming the first port it cannot have, its flag, and the other ports also taken; with
+    that one changed, the next. Then the health port is refused too, not shared (gRPC's
+    SO_REUSEPORT would let both bind it)."""
+    health, metrics = free_port(), free_port()
+    ports = ["--health-port", str(health), "--metrics-port", str(metrics)]
+    with server_process(*ports) as (_, port):
+        err = _serve_fails("--port", str(port), *ports)
+        assert _taken_message(f"127.0.0.1:{port}", "Flight SQL", "port") in err, err
+        assert err.rstrip().endswith(
+            f"; also in use: {health} (--health-port / {ENV_PREFIX}HEALTH_PORT), "
+            f"{metrics} (--metrics-port / {ENV_PREFIX}METRICS_PORT)"
+        ), err
+        err = _serve_fails("--port", "0", *ports)
+        assert _taken_message(f"127.0.0.1:{health}", "gRPC health", "health_port") in err, err
+        assert err.rstrip().endswith(
+            f"also in use: {metrics} (--metrics-port / {ENV_PREFIX}METRICS_PORT)"
+        ), err
+        err = _serve_fails("--port", "0", "--health-port", "0", "--metrics-port", str(metrics))
+        expected = _taken_message(f"127.0.0.1:{metrics}", "metrics", "metrics_port")
+        assert f"{expected}, or -1 to turn metrics off\n" in err, err
+
+
+def test_port_taken_by_another_program(tmp_path: Path) -> None:
+    """Not a flightsql-srv: a plain listening socket on the Flight port, set by variable."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        err = _serve_fails(*_free_ports(), env=_clean_env(FLIGHTSQL_SRV_PORT=str(port)))
+    assert _taken_message(f"127.0.0.1:{port}", "Flight SQL", "port") in err, err
+    assert "RuntimeError" not in err and "Server did not start properly" not in err
 
 
 def _catalog(tmp_path: Path, table: str) -> Path:
