@@ -137,29 +137,34 @@ def _flag(setting: str) -> str:
     return f"--{setting.replace('_', '-')} / {ENV_PREFIX}{setting.upper()}"
 
 
-def _start_health(settings: Settings, *args: Any, **kwargs: Any) -> HealthService:
+def _start_health(settings: Settings, pool: EnginePool, *args: Any, **kwargs: Any) -> HealthService:
     """Bind the health port (gRPC raises RuntimeError when it cannot)."""
     try:
         return HealthService(*args, **kwargs)
     except (RuntimeError, OSError) as exc:
+        pool.stop()  # else exiting deletes the demo data the workers are still loading
         raise _listen_error(settings, "health_port", exc) from None
 
 
-def _start_metrics(settings: Settings, metrics: Metrics) -> int | None:
+def _start_metrics(settings: Settings, pool: EnginePool, metrics: Metrics) -> int | None:
     """Serve /metrics unless turned off (``metrics_port`` -1); the bound port."""
     if settings.metrics_port < 0:
         return None
     try:
         return metrics.serve(settings.host, settings.metrics_port)
     except OSError as exc:
+        pool.stop()
         raise _listen_error(settings, "metrics_port", exc) from None
 
 
-def _start_flight(settings: Settings, *args: Any, **kwargs: Any) -> FlightSqlServer:
+def _start_flight(
+    settings: Settings, pool: EnginePool, *args: Any, **kwargs: Any
+) -> FlightSqlServer:
     """Bind the Flight SQL port; a TLS file gRPC cannot use becomes a ConfigError."""
     try:
         return FlightSqlServer(*args, **kwargs)
     except pa.ArrowException as exc:
+        pool.stop()
         # pyarrow says only "Server did not start properly", whatever the cause.
         if settings.tls_cert is None or _in_use(settings.host, settings.port):
             raise _listen_error(settings, "port", exc) from None
@@ -238,6 +243,7 @@ class Service:
         executor = Executor(self.pool, Auditor(self.metrics), settings.query_timeout)
         self.flight = _start_flight(
             settings,
+            self.pool,
             f"{scheme}://{settings.host}:{settings.port}",
             self.engine,
             signer,
@@ -252,6 +258,7 @@ class Service:
         )
         self.health = _start_health(
             settings,
+            self.pool,
             settings.host,
             settings.health_port,
             self.pool.probe,
@@ -260,7 +267,7 @@ class Service:
         )
         self.port: int = self.flight.port
         self.health_port = self.health.port
-        self.metrics_port = _start_metrics(settings, self.metrics)
+        self.metrics_port = _start_metrics(settings, self.pool, self.metrics)
         self._startup_s = time.monotonic() - started
         self._stopped = False
         self._reload_lock = threading.Lock()
