@@ -87,8 +87,9 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
 # SIGTERM drains: health goes NOT_SERVING, new queries are refused, in-flight ones get
 # --shutdown-grace seconds, then the process exits 0. No tini: the server is PID 1 and installs
 # its own SIGTERM/SIGINT handlers (PID 1 has no default signal actions, which is why that
-# matters), and it never forks children that would need reaping (HEALTHCHECK processes are
-# reaped by the container runtime, not by PID 1).
+# matters), and it reaps what it starts: the engine workers are children of multiprocessing's
+# fork server, which waits for them, and the server waits for the fork server (HEALTHCHECK
+# processes are reaped by the container runtime, not by PID 1).
 STOPSIGNAL SIGTERM
 
 # Exec form: the server itself is PID 1 and receives the signal, not a shell. The program is
