@@ -410,7 +410,7 @@ def test_session_cookie_moves_between_replicas(cluster: Cluster) -> None:
 # -- secrets: another secret refuses, rotation accepts the old one ---------------------------
 
 _SIGNATURE = re.escape(
-    "signature does not match (tampered, or signed with another secret; "
+    "signature does not match (tampered, or sealed with another secret; "
     "replicas must share ticket_secret)"
 )
 
