@@ -54,25 +54,12 @@ class ServiceProcesses:
 
     def cpu_seconds(self) -> float:
         """CPU time used so far by the processes alive now."""
-        total = 0.0
-        for process in self.processes():
-            try:
-                times = process.cpu_times()
-            except psutil.Error:
-                continue
-            total += times.user + times.system
-        return total
+        return sum(self._cpu_by_pid().values())
 
     def cpu_percent(self) -> float:
         """Percent of one core the service used since the previous call (as psutil's: the
         first call returns 0). A process that ended in between no longer counts."""
-        readings: dict[int, float] = {}
-        for process in self.processes():
-            try:
-                times = process.cpu_times()
-            except psutil.Error:
-                continue
-            readings[process.pid] = times.user + times.system
+        readings = self._cpu_by_pid()
         stamp = time.monotonic()
         previous, self._cpu = self._cpu, {**readings, -1: stamp}
         if -1 not in previous:
@@ -80,3 +67,14 @@ class ServiceProcesses:
         elapsed = stamp - previous[-1]
         used = sum(v - previous.get(pid, 0.0) for pid, v in readings.items())
         return 100.0 * used / elapsed if elapsed > 0 else 0.0
+
+    def _cpu_by_pid(self) -> dict[int, float]:
+        """User + system CPU seconds of each process alive now."""
+        readings: dict[int, float] = {}
+        for process in self.processes():
+            try:
+                times = process.cpu_times()
+            except psutil.Error:
+                continue  # a worker that ended between listing and reading
+            readings[process.pid] = times.user + times.system
+        return readings

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -16,6 +17,7 @@ from flightsql_srv.protocol import pack, sql_pb2, unpack_command
 from tests.conftest import server_process
 
 __all__ = [
+    "until",
     "assert_flight_error",
     "statement_descriptor",
     "prepared_descriptor",
@@ -130,3 +132,14 @@ def serve_subprocess(
     output: list[str] = []
     with server_process(*args, env=env, output_lines=output) as (proc, port):
         yield proc, port, output
+
+
+def until(condition: Callable[[], bool], seconds: float, step: float = 0.1) -> bool:
+    """Poll ``condition`` until it holds or ``seconds`` pass; returns whether it held."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if condition():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(step)

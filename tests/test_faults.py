@@ -15,7 +15,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +32,7 @@ from bench.processes import ServiceProcesses
 from bench.server import RssSampler
 from tests import conftest
 from tests.conftest import free_port, running_server, server_process
-from tests.helpers import assert_flight_error, statement_descriptor
+from tests.helpers import assert_flight_error, statement_descriptor, until
 from tests.seaweed import Seaweed, seaweed_server, weed_binary
 
 POINTS_ROWS = 400_000
@@ -50,17 +50,6 @@ SLOW_PLAN = " union all ".join(
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def _until(condition: Callable[[], bool], seconds: float, step: float = 0.1) -> bool:
-    """Poll ``condition`` until it holds or ``seconds`` pass; returns whether it held."""
-    deadline = time.monotonic() + seconds
-    while True:
-        if condition():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(step)
 
 
 def _points_catalog(directory: Path) -> Path:
@@ -202,7 +191,7 @@ def test_killed_client_mid_stream_releases_the_query(srv: Proc) -> None:
         busy = ps.cpu_percent()
         client.kill()  # no goodbye: the TCP connection just drops
         client.wait(10)
-        released = _until(lambda: srv.running() == 0, 15)
+        released = until(lambda: srv.running() == 0, 15)
         idle = srv.cpu_settles()
     finally:
         if client.poll() is None:
@@ -239,7 +228,7 @@ def test_slow_consumer_is_held_back_by_flow_control(srv: Proc) -> None:
     assert growth_mb < 64, f"server RSS grew {growth_mb:.0f} MB for a client that barely reads"
     assert cpu < 20, "the server kept producing batches nobody reads"
     assert 7 * 1024 <= rows <= 7 * 65536  # 7 batches of 1024-65536 rows were delivered
-    assert _until(lambda: srv.running() == 0, 10)
+    assert until(lambda: srv.running() == 0, 10)
 
 
 def test_deadline_during_planning(srv: Proc) -> None:
@@ -255,7 +244,7 @@ def test_deadline_during_planning(srv: Proc) -> None:
     assert_flight_error(raised, flight.FlightTimedOutError, "Deadline Exceeded")
     assert waited < 2.0, f"the client waited {waited:.1f} s on a 0.3 s deadline"
     # Planning holds a slot (it is engine work); the client's deadline stops it.
-    assert _until(lambda: srv.running() == 0, 2.0)
+    assert until(lambda: srv.running() == 0, 2.0)
     assert srv.cpu_settles() < 15
     assert srv.answers()
 
@@ -270,7 +259,7 @@ def test_deadline_during_first_batch_frees_the_slot(points: Path) -> None:
                 client.do_get(info.endpoints[0].ticket, flight.FlightCallOptions(timeout=0.5))
             # The engine cannot be interrupted mid-batch; it finishes within seconds.
             assert server.cpu_settles(seconds=30) < 15
-            released = _until(lambda: server.running() == 0, 5)
+            released = until(lambda: server.running() == 0, 5)
             assert released, "the expired DoGet still holds its query slot"
             assert _query(client, "select 2 as y").to_pydict() == {"y": [2]}
 
@@ -282,7 +271,7 @@ def test_deep_query_does_not_crash_the_server(points: Path) -> None:
             client.get_flight_info(statement_descriptor(sql), flight.FlightCallOptions(timeout=60))
         except (flight.FlightError, pa.ArrowException):
             pass  # a clean refusal is fine; UNAVAILABLE here means the server died under us
-        died = _until(lambda: server.proc.poll() is not None, 1.0)
+        died = until(lambda: server.proc.poll() is not None, 1.0)
         assert not died, f"the server died with exit code {server.proc.returncode}"
         assert server.answers()
 
@@ -363,7 +352,7 @@ def test_sigterm_under_load_completes_or_refuses_cleanly(points: Path) -> None:
         ]
         for thread in threads:
             thread.start()
-        assert _until(lambda: outcomes.counts["ok"] >= 6, 30), outcomes.counts
+        assert until(lambda: outcomes.counts["ok"] >= 6, 30), outcomes.counts
         server.proc.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
         for thread in threads:
@@ -581,7 +570,7 @@ def test_memory_exhaustion_under_concurrency(tmp_path: Path) -> None:
             thread.join(90)
         assert not any(thread.is_alive() for thread in threads)
         assert light.to_pydict() == {"n": [1000]}
-        assert _until(lambda: service.admission.running == 0, 10)
+        assert until(lambda: service.admission.running == 0, 10)
         assert service.health.check_now()
         with flight.connect(uri) as client:
             assert _query(client, "select 1 as x").num_rows == 1
@@ -683,7 +672,7 @@ def test_in_place_save_of_a_broken_file_keeps_the_tables(tmp_path: Path) -> None
             save.flush()
             time.sleep(0.35)  # ...for a few polls, as a slow writer or a network share
             save.write(A_TABLE + BROKEN)
-        assert _until(lambda: _reloads(metrics_port, "failed") >= 1, 10)
+        assert until(lambda: _reloads(metrics_port, "failed") >= 1, 10)
         try:
             answer = _query(client, A_SUM).to_pydict()
         finally:

@@ -26,7 +26,7 @@ from bench.processes import ServiceProcesses
 from bench.server import RssSampler
 from flightsql_srv.protocol import pack, sql_pb2
 from tests.conftest import free_port, server_process
-from tests.helpers import statement_descriptor
+from tests.helpers import statement_descriptor, until
 
 MEMORY_LIMIT = 256 * 2**20
 #: What the service may hold beyond memory_limit: the front, the idle workers and the fork
@@ -107,15 +107,6 @@ def _rows(uri: str, sql: str, **options: Any) -> int:
         return int(_open(client, sql, **options).read_all().num_rows)
 
 
-def _until(condition: Callable[[], bool], seconds: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(step)
-    return True
-
-
 def _in_background(work: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
     """Run ``work`` in a thread; the list receives its result or exception."""
     out: list[Any] = []
@@ -133,7 +124,7 @@ def _in_background(work: Callable[[], Any]) -> tuple[threading.Thread, list[Any]
 
 def _after_idle(srv: Server) -> None:
     """Wait until no query holds a slot (a previous test's kill is accounted for)."""
-    assert _until(lambda: srv.running() == 0, 10), "a query slot was not given back"
+    assert until(lambda: srv.running() == 0, 10), "a query slot was not given back"
 
 
 # -- 1. crash containment -------------------------------------------------------------------
@@ -190,7 +181,7 @@ def test_query_timeout_stops_the_engine_inside_one_long_batch(srv: Server) -> No
     waited = time.monotonic() - started
     assert 3.5 < waited < 6.0, f"the timeout came after {waited:.1f} s, not ~4 s"
     assert _cpu_falls(srv, 2.0) < 20, "the engine kept working past query_timeout"
-    assert _until(lambda: srv.running() == 0, 2.0)
+    assert until(lambda: srv.running() == 0, 2.0)
     assert srv.metric('flightsql_engine_worker_restarts_total{reason="timeout"}') >= 1
 
 
@@ -206,7 +197,7 @@ def test_query_timeout_during_planning_time_constant_folding(srv: Server) -> Non
             _open(client, folding).read_all()
     assert time.monotonic() - started < 7.0
     assert _cpu_falls(srv, 2.0) < 20
-    assert _until(lambda: srv.running() == 0, 2.0)
+    assert until(lambda: srv.running() == 0, 2.0)
 
 
 def test_cancel_flight_info_stops_a_running_aggregate(srv: Server) -> None:
@@ -216,7 +207,7 @@ def test_cancel_flight_info_stops_a_running_aggregate(srv: Server) -> None:
         reader_thread, result = _in_background(
             lambda: client.do_get(info.endpoints[0].ticket).read_all()
         )
-        assert _until(lambda: srv.running() == 1, 5)
+        assert until(lambda: srv.running() == 1, 5)
         time.sleep(0.5)
         request = sql_pb2.ActionCancelQueryRequest(info=info.serialize())
         list(client.do_action(flight.Action("CancelQuery", pack(request))))
@@ -225,7 +216,7 @@ def test_cancel_flight_info_stops_a_running_aggregate(srv: Server) -> None:
     assert result and isinstance(result[0], flight.FlightCancelledError), result
     assert _cpu_falls(srv, 2.0) < 20
     assert time.monotonic() - cancelled_at < 4.0
-    assert _until(lambda: srv.running() == 0, 2.0)
+    assert until(lambda: srv.running() == 0, 2.0)
 
 
 def test_client_deadline_stops_the_engine(srv: Server) -> None:
@@ -233,7 +224,7 @@ def test_client_deadline_stops_the_engine(srv: Server) -> None:
     with pytest.raises(flight.FlightTimedOutError):
         _rows(srv.uri, CPU_BOMB, timeout=1.0)
     assert _cpu_falls(srv, 2.5) < 20, "the engine kept working for a client that gave up"
-    assert _until(lambda: srv.running() == 0, 2.0)
+    assert until(lambda: srv.running() == 0, 2.0)
 
 
 # -- 3. memory limit ------------------------------------------------------------------------
@@ -381,7 +372,7 @@ def test_one_principal_cannot_hold_every_slot(two_principals: Server) -> None:
 
     long = "select count(*) from range(3000000000)"
     greedy = [_in_background(lambda: _rows(srv.uri, long, **as_("greedy"))) for _ in range(3)]
-    assert _until(lambda: srv.running() == 2, 5)
+    assert until(lambda: srv.running() == 2, 5)
     time.sleep(1.5)  # the third waited its queue_timeout out
     assert srv.running() == 2, "one principal took every slot"
     assert _rows(srv.uri, "select 1 as x", **as_("patient")) == 1

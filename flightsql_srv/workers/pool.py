@@ -400,24 +400,24 @@ class EnginePool:
         self._end(lease, reply)
 
     def _finish_reply(self, lease: Lease, wait: float) -> FinishReply:
-        """How the lease's stream ended, from the worker; a worker that is still running it
-        after ``wait`` seconds is killed."""
-        if lease.ending is None:
-            results = self._call(lease, FINISH, str(wait).encode())
-        else:
-            try:
-                results = lease.ending.result(timeout=wait)
-            except futures.TimeoutError:
-                results = [b'{"outcome": "running", "rows": 0, "nbytes": 0}']
-        reply: FinishReply = self._parse(lease, FinishReply.decode, results)
-        if reply.outcome == "running":
+        """How the lease's stream ended, from the worker (asked when it started, see
+        :meth:`execute`); a worker still running it after ``wait`` seconds is killed."""
+        assert lease.ending is not None
+        try:
+            results = lease.ending.result(timeout=wait)
+        except futures.TimeoutError:
             self.kill(lease.worker, "abandoned")
-            reply = FinishReply("disconnected", 0, 0)
+            return FinishReply("disconnected", 0, 0)
+        reply: FinishReply = self._parse(lease, FinishReply.decode, results)
+        if reply.outcome == "running":  # the worker's own wait ran out first
+            self.kill(lease.worker, "abandoned")
+            return FinishReply("disconnected", 0, 0)
         return reply
 
     def _end(self, lease: Lease, reply: FinishReply) -> None:
         """Give the lease's slot and worker back (once)."""
         worker = lease.worker
+        kept = worker.usage()  # read from /proc before taking the lock
         with self._cond:
             if lease.phase == "ended":
                 return
@@ -426,7 +426,7 @@ class EnginePool:
             alive = (
                 worker in self._workers and worker.kill_reason is None and worker.process.is_alive()
             )
-            fresh = worker.generation == self._generation and worker.usage() <= _KEEP_BYTES
+            fresh = worker.generation == self._generation and kept <= _KEEP_BYTES
             if alive and fresh:
                 worker.idle_since = time.monotonic()
                 self._idle.append(worker)
@@ -487,39 +487,16 @@ class EnginePool:
         return self._death_error(lease, worker.kill_reason)
 
     def _death_error(self, lease: Lease, reason: str) -> Exception:
-        query = f"query {lease.query_id}"
-        timeout = self._settings.query_timeout
-        errors: dict[str, Callable[[], Exception]] = {
-            "timeout": lambda: flight.FlightTimedOutError(
-                f"{query} exceeded query_timeout ({timeout:g} s); narrow it or ask the "
-                "operator to raise the limit"
-            ),
-            "cancelled": lambda: flight.FlightCancelledError(f"{query} was cancelled"),
-            "disconnected": lambda: flight.FlightCancelledError(
-                f"{query} stopped: the client went away"
-            ),
-            "memory": lambda: ResourceExhausted(
-                f"{query} needed more memory than memory_limit ({self._settings.memory_limit}) "
-                "allows and was stopped; narrow it (filters, fewer columns or rows, a LIMIT, "
-                "smaller literals) or ask the operator to raise memory_limit"
-            ),
-            "stopped": lambda: flight.FlightUnavailableError(
-                f"{query} stopped: the server is shutting down; retry"
-            ),
-            "reload": lambda: flight.FlightUnavailableError(
-                f"{query} stopped: its engine worker was replaced (catalog reload); retry"
-            ),
-        }
-
-        def crashed() -> Exception:
-            error: Exception = flight.FlightInternalError(
-                f"{query} crashed its engine worker ({reason}); the server and other queries "
-                "are not affected. This is an engine bug: simplify the query (e.g. fewer "
-                "nested expressions) and report it with the query id"
+        """The client-facing error for a query whose worker ended for ``reason``."""
+        cls, template = _DEATHS.get(reason, _CRASHED)
+        error: Exception = cls(
+            template.format(
+                query=f"query {lease.query_id}",
+                reason=reason,
+                query_timeout=self._settings.query_timeout,
+                memory_limit=self._settings.memory_limit,
             )
-            return error
-
-        error: Exception = errors.get(reason, crashed)()
+        )
         return error
 
     def kill(self, worker: _Worker, reason: str) -> None:
@@ -671,6 +648,38 @@ class EnginePool:
     def pids(self) -> list[int]:
         with self._cond:
             return [w.process.pid for w in self._workers if w.process.pid]
+
+
+#: Why a worker ended → the error its query gets (anything else is a crash).
+_DEATHS: dict[str, tuple[type[Exception], str]] = {
+    "timeout": (
+        flight.FlightTimedOutError,
+        "{query} exceeded query_timeout ({query_timeout:g} s); narrow it or ask the operator "
+        "to raise the limit",
+    ),
+    "cancelled": (flight.FlightCancelledError, "{query} was cancelled"),
+    "disconnected": (flight.FlightCancelledError, "{query} stopped: the client went away"),
+    "memory": (
+        ResourceExhausted,
+        "{query} needed more memory than memory_limit ({memory_limit}) allows and was "
+        "stopped; narrow it (filters, fewer columns or rows, a LIMIT, smaller literals) or ask "
+        "the operator to raise memory_limit",
+    ),
+    "stopped": (
+        flight.FlightUnavailableError,
+        "{query} stopped: the server is shutting down; retry",
+    ),
+    "reload": (
+        flight.FlightUnavailableError,
+        "{query} stopped: its engine worker was replaced (catalog reload); retry",
+    ),
+}
+_CRASHED = (
+    flight.FlightInternalError,
+    "{query} crashed its engine worker ({reason}); the server and other queries are not "
+    "affected. This is an engine bug: simplify the query (e.g. fewer nested expressions) and "
+    "report it with the query id",
+)
 
 
 def _options(timeout: float) -> flight.FlightCallOptions:

@@ -102,8 +102,7 @@ class WorkRequest:
         visible: Visibility = None
         if raw["visible"] is not None:
             visible = frozenset((str(s), str(t)) for s, t in raw["visible"])
-        query = Query.from_body(raw["query"])
-        query = Query(**{**vars(query), "visible": visible})
+        query = replace(Query.from_body(raw["query"]), visible=visible)
         partition = raw["partition"]
         return cls(
             query_id=str(raw["id"]),
