@@ -370,7 +370,8 @@ class EnginePool:
             # Read through: how the stream ended in the worker decides what the client hears
             # (an error raised inside the stream would reach it as UNKNOWN).
             with self._cond:
-                lease.phase = "finishing"
+                if lease.phase != "ended":  # the supervisor may have ended it already
+                    lease.phase = "finishing"
             reply = self._finish_reply(lease, wait=_GRACE_S)
             self._end(lease, reply)
             error = reply.error()
@@ -549,6 +550,8 @@ class EnginePool:
     def _check_lease(self, lease: Lease, now: float) -> None:
         if lease.phase in ("finishing", "ended"):
             return
+        if lease.ending is not None and lease.ending.done():
+            return  # the worker's stream is over; the front is still sending what it read
         interruptible = lease.phase == "streaming"  # the worker checks between batches
         if lease.cancelled is not None and lease.cancelled.is_set() and not lease.cancel_sent:
             lease.cancel_sent = True
