@@ -186,32 +186,35 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         command: sql_pb2.CommandStatementQuery,
         descriptor: flight.FlightDescriptor,
         call: Call,
+        run: bool,
     ) -> flight.FlightInfo:
         query = Query(command.query, None, call.principal, call.session, visible=call.visible)
-        return self.statements.flight_info(query, descriptor, call.request, call)
+        return self.statements.flight_info(query, descriptor, call.request, call, run)
 
     def _substrait_info(
         self,
         command: sql_pb2.CommandStatementSubstraitPlan,
         descriptor: flight.FlightDescriptor,
         call: Call,
+        run: bool,
     ) -> flight.FlightInfo:
         plan = command.plan.plan
         query = Query("", None, call.principal, call.session, plan, visible=call.visible)
-        return self.statements.flight_info(query, descriptor, call.request, call)
+        return self.statements.flight_info(query, descriptor, call.request, call, run)
 
     def _prepared_info(
         self,
         command: sql_pb2.CommandPreparedStatementQuery,
         descriptor: flight.FlightDescriptor,
         call: Call,
+        run: bool,
     ) -> flight.FlightInfo:
         handle = command.prepared_statement_handle
         query = self.statements.redeem_handle(handle, call.principal, call.session, call.visible)
-        return self.statements.flight_info(query, descriptor, call.request, call)
+        return self.statements.flight_info(query, descriptor, call.request, call, run)
 
     def _metadata_info(
-        self, command: Message, descriptor: flight.FlightDescriptor, call: Call
+        self, command: Message, descriptor: flight.FlightDescriptor, call: Call, run: bool
     ) -> flight.FlightInfo:
         body = {
             "kind": "metadata",
@@ -224,20 +227,29 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor
     ) -> flight.FlightInfo:
         with rpc_boundary("GetFlightInfo"):
-            self._accepting()
-            call = self._call(context)
-            if descriptor.descriptor_type == flight.DescriptorType.PATH:
-                return self._table_info(descriptor, call)
-            command = self._command(descriptor)
-            self._refuse_writes(type(command))
-            handler = self._info_handlers.get(type(command))
-            if handler is None:
-                raise Unimplemented(
-                    f"{command.DESCRIPTOR.name} is not supported by GetFlightInfo on this server"
-                )
-            return handler(command, descriptor, call)
+            return self._flight_info(context, descriptor, run=True)
 
-    def _table_info(self, descriptor: flight.FlightDescriptor, call: Call) -> flight.FlightInfo:
+    def _flight_info(
+        self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor, run: bool
+    ) -> flight.FlightInfo:
+        """GetFlightInfo; with ``run``, a query may start running now (see
+        :meth:`Statements.flight_info`); GetSchema only plans."""
+        self._accepting()
+        call = self._call(context)
+        if descriptor.descriptor_type == flight.DescriptorType.PATH:
+            return self._table_info(descriptor, call, run)
+        command = self._command(descriptor)
+        self._refuse_writes(type(command))
+        handler = self._info_handlers.get(type(command))
+        if handler is None:
+            raise Unimplemented(
+                f"{command.DESCRIPTOR.name} is not supported by GetFlightInfo on this server"
+            )
+        return handler(command, descriptor, call, run)
+
+    def _table_info(
+        self, descriptor: flight.FlightDescriptor, call: Call, run: bool = False
+    ) -> flight.FlightInfo:
         """A path descriptor ``[schema, table]`` reads the whole table."""
         try:
             path = [p.decode() for p in descriptor.path]
@@ -254,7 +266,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
             raise NotFound(f"no table {schema}.{table}; ListFlights shows the tables")
         sql = f"SELECT * FROM {quote_name(schema)}.{quote_name(table)}"
         query = Query(sql, None, call.principal, call.session, visible=call.visible)
-        return self.statements.flight_info(query, descriptor, call.request, call)
+        return self.statements.flight_info(query, descriptor, call.request, call, run)
 
     def list_flights(
         self, context: flight.ServerCallContext, criteria: bytes
@@ -271,7 +283,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor
     ) -> flight.SchemaResult:
         with rpc_boundary("GetSchema"):
-            return flight.SchemaResult(self.get_flight_info(context, descriptor).schema)
+            return flight.SchemaResult(self._flight_info(context, descriptor, run=False).schema)
 
     # -- DoGet -----------------------------------------------------------------------------
 

@@ -77,12 +77,25 @@ class Statements:
                 f"the query has parameters ({names}): bind values with DoPut before executing"
             )
 
-    def plan(self, query: Query, call: Call, fixed_partitions: bool = False) -> PlanReply:
+    def plan(
+        self,
+        query: Query,
+        call: Call,
+        fixed_partitions: bool = False,
+        query_id: str = "",
+        run: bool = False,
+    ) -> PlanReply:
         """Plan a query in an engine worker, insisting that every placeholder has a bound
-        value; with ``fixed_partitions``, so that its partitions can be executed apart."""
+        value; with ``fixed_partitions``, so that its partitions can be executed apart; with
+        ``run``, start running it for the DoGet of ``query_id``."""
         self.check_bound(query)
         return self.executor.plan(
-            query, call.key, uuid.uuid4().hex, call.context, fixed_partitions=fixed_partitions
+            query,
+            call.key,
+            query_id or uuid.uuid4().hex,
+            call.context,
+            fixed_partitions=fixed_partitions,
+            run=run,
         )
 
     def flight_info(
@@ -91,18 +104,29 @@ class Statements:
         descriptor: flight.FlightDescriptor,
         request: RequestInfo,
         call: Call,
+        run: bool = True,
     ) -> flight.FlightInfo:
         """Plan ``query`` as ``request`` shapes it; describe its result with signed tickets
         that carry the expanded SQL, range, limit and profile.
 
         One endpoint, unless the request asks for parallel endpoints and the result has
         several fixed partitions: then one per partition, up to the number asked for (never
-        for Grafana, which reads only the first endpoint).
+        for Grafana, which reads only the first endpoint). A one-endpoint query starts
+        running now (with ``run``): the client's DoGet, which follows at once, then finds its
+        result ready on this replica (any other replica runs the ticket itself).
         """
         query = self.shape(query, request)
         wanted = 1 if query.grafana else request.parallel_endpoints
-        planned = self.plan(query, call, fixed_partitions=wanted > 1)
         query_id = uuid.uuid4().hex
+        run = run and wanted == 1
+        try:
+            planned = self.plan(
+                query, call, fixed_partitions=wanted > 1, query_id=query_id, run=run
+            )
+        except Exception as exc:
+            if run:  # it may have failed running: audited as its DoGet would have been
+                self.executor.failed(_record(query, query_id, call), exc)
+            raise
         body = {"kind": "query", "id": query_id, **query.body()}
         count = min(wanted, planned.partitions)
         if count == 1:
@@ -189,21 +213,9 @@ class Statements:
             visible=call.visible,
         )
         query_id = str(body["id"])
-        record = QueryRecord(
-            query_id=query_id,
-            principal=call.principal,
-            sql=query.sql if query.substrait is None else "<substrait plan>",
-            kind="substrait" if query.substrait is not None else "sql",
-            peer=call.context.peer(),
-            client=request.client,
-            time_range=(query.bounds[0].isoformat(), query.bounds[1].isoformat())
-            if query.bounds
-            else None,
-            limit=query.limit,
-        )
         cancelled = self.running.start(query_id)
         return self.executor.run(
-            record,
+            _record(query, query_id, call),
             query,
             _partition(body.get("partition")),
             call.key,
@@ -221,6 +233,7 @@ class Statements:
             return False
         self._owned(body, principal, "ticket")
         self.running.cancel(str(body["id"]))
+        self.executor.discard(str(body["id"]))
         return True
 
     def _owned(self, body: dict[str, Any], principal: str, what: str) -> Query:
@@ -265,6 +278,22 @@ class Statements:
         if query.params is not None or query.substrait is not None:
             return query
         return replace(query, params=self.last_bound.recall(principal, handle))
+
+
+def _record(query: Query, query_id: str, call: Call) -> QueryRecord:
+    """The audit record of ``query`` run for ``call``."""
+    return QueryRecord(
+        query_id=query_id,
+        principal=call.principal,
+        sql=query.sql if query.substrait is None else "<substrait plan>",
+        kind="substrait" if query.substrait is not None else "sql",
+        peer=call.context.peer(),
+        client=call.request.client,
+        time_range=(query.bounds[0].isoformat(), query.bounds[1].isoformat())
+        if query.bounds
+        else None,
+        limit=query.limit,
+    )
 
 
 def _partition(value: Any) -> tuple[int, int, int] | None:

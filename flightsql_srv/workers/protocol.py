@@ -36,12 +36,14 @@ __all__ = [
     "PlanReply",
     "FinishReply",
     "WorkerProtocolError",
+    "read_inline",
+    "write_inline",
     "error_to_flight",
     "error_from_flight",
 ]
 
 #: Action types a worker answers.
-PLAN, PROBE, CANCEL, FINISH = "plan", "probe", "cancel", "finish"
+PLAN, PROBE, CANCEL, FINISH, DROP = "plan", "probe", "cancel", "finish", "drop"
 #: Replies larger than this are refused (a schema of thousands of columns is ~1 MB).
 MAX_REPLY_BYTES = 64 * 1024 * 1024
 
@@ -77,6 +79,10 @@ class WorkRequest:
     partition: tuple[int, int, int] | None = None
     #: Seconds the query may still run (0: no limit); checked between batches.
     timeout: float = 0.0
+    #: Plan and start running (GetFlightInfo of a one-endpoint result): a result of at most
+    #: this many bytes comes back with the plan, a larger one waits in the worker for the
+    #: DoGet of the same query id (-1: only plan).
+    run_inline: int = -1
 
     def encode(self) -> bytes:
         visible = self.query.visible
@@ -88,12 +94,13 @@ class WorkRequest:
                 "fixed_partitions": self.fixed_partitions,
                 "partition": list(self.partition) if self.partition else None,
                 "timeout": self.timeout,
+                "run_inline": self.run_inline,
             }
         ).encode()
 
     def key(self) -> bytes:
-        """What the plan depends on: the request without its id and time budget."""
-        return replace(self, query_id="", timeout=0.0).encode()
+        """What the plan depends on: the request without its id, time budget and run."""
+        return replace(self, query_id="", timeout=0.0, run_inline=-1).encode()
 
     @classmethod
     def decode(cls, data: bytes) -> WorkRequest:
@@ -112,27 +119,60 @@ class WorkRequest:
             if partition
             else None,
             timeout=float(raw["timeout"]),
+            run_inline=int(raw["run_inline"]),
         )
+
+
+#: What became of a planned query: only planned; run, its whole result follows the reply
+#: (an Arrow IPC stream, the action's second result); running, its stream waits in the worker.
+PLANNED, INLINE, PARKED = "planned", "inline", "parked"
 
 
 @dataclass(frozen=True)
 class PlanReply:
-    """A planned query: its result schema and how many fixed partitions it has."""
+    """A planned query: its result schema, how many fixed partitions it has, and whether it
+    runs already (see :attr:`WorkRequest.run_inline`)."""
 
     schema: pa.Schema
     partitions: int
+    result: str = PLANNED
 
     def encode(self) -> bytes:
         schema = base64.b64encode(self.schema.serialize().to_pybytes()).decode()
-        return json.dumps({"schema": schema, "partitions": self.partitions}).encode()
+        return json.dumps(
+            {"schema": schema, "partitions": self.partitions, "result": self.result}
+        ).encode()
 
     @classmethod
     def decode(cls, data: bytes) -> PlanReply:
         raw = _document(data)
-        partitions = raw.get("partitions")
+        partitions, result = raw.get("partitions"), raw.get("result", PLANNED)
         if type(partitions) is not int or partitions < 1:
             raise WorkerProtocolError("plan reply without a positive partition count")
-        return cls(_schema(raw.get("schema")), partitions)
+        if result not in (PLANNED, INLINE, PARKED):
+            raise WorkerProtocolError(f"plan reply with an unknown result {str(result)[:32]!r}")
+        return cls(_schema(raw.get("schema")), partitions, result)
+
+
+def read_inline(data: bytes) -> pa.Table:
+    """The result that came with a plan reply (an Arrow IPC stream), read in C++."""
+    if len(data) > MAX_REPLY_BYTES:
+        raise WorkerProtocolError(f"inline result of {len(data)} bytes is larger than allowed")
+    try:
+        table = pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+        table.validate()
+    except (OSError, pa.ArrowException) as exc:
+        raise WorkerProtocolError(f"inline result is not a valid Arrow stream: {exc}") from None
+    return table
+
+
+def write_inline(schema: pa.Schema, batches: list[pa.RecordBatch]) -> pa.Buffer:
+    """``batches`` as the Arrow IPC stream :func:`read_inline` reads."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, schema) as writer:
+        for batch in batches:
+            writer.write_batch(batch)
+    return sink.getvalue()
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,13 @@ A result stream whose reader stops reading for ``stall_timeout`` seconds ends th
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -34,7 +35,10 @@ from flightsql_srv.observability import configure_logging
 from flightsql_srv.query import Query
 from flightsql_srv.workers.protocol import (
     CANCEL,
+    DROP,
     FINISH,
+    INLINE,
+    PARKED,
     PLAN,
     PROBE,
     FinishReply,
@@ -42,6 +46,7 @@ from flightsql_srv.workers.protocol import (
     WorkRequest,
     error_class,
     error_to_flight,
+    write_inline,
 )
 
 __all__ = ["main", "plan_query", "EXIT_STALLED"]
@@ -51,6 +56,11 @@ log = logging.getLogger("flightsql_srv.worker")
 #: Exit status of a worker that ended a stream nobody read.
 EXIT_STALLED = 3
 _PR_SET_PDEATHSIG = 1
+#: How long GetFlightInfo waits for a query it started to be over (then its result comes
+#: with the reply); a longer one goes on while the client gets its FlightInfo, so that it
+#: can cancel it (CancelFlightInfo) or fetch it.
+EARLY_WAIT_S = 0.25
+_Starter = Callable[[WorkRequest, Plan], tuple["_Stream", pa.Schema, Iterator[pa.RecordBatch]]]
 
 
 def plan_query(engine: Engine, request: WorkRequest) -> Plan:
@@ -91,7 +101,7 @@ class _Stream:
         self.finish = FinishReply("running", 0, 0)
         self.plan_s = 0.0
 
-    def batches(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    def batches(self, batches: Iterator[pa.RecordBatch]) -> Generator[pa.RecordBatch, None, None]:
         """``batches``, stopped by a cancel or the deadline; a failure ends the stream
         cleanly and is reported by :attr:`finish`, so the front answers the client with
         its status code (see :class:`FinishReply`)."""
@@ -137,6 +147,77 @@ class _Stream:
             self.done.set()
 
 
+class _Early:
+    """A query run from its GetFlightInfo, for the DoGet of the same query id: a thread
+    starts it and reads batches until the result is over or larger than the reply may
+    carry; a larger one (or one still running when the reply is due) waits here."""
+
+    def __init__(self, request: WorkRequest, plan: Plan, start: _Starter) -> None:
+        self.query_id = request.query_id
+        self.budget = request.run_inline
+        self.taken: list[pa.RecordBatch] = []
+        self.error: BaseException | None = None
+        #: Set once ``taken`` holds the whole result, more than the budget, or an error.
+        self.ready = threading.Event()
+        self.complete = False
+        self._stream: _Stream | None = None
+        self._rest: Generator[pa.RecordBatch, None, None] | None = None
+        self._schema = plan.schema
+        threading.Thread(
+            target=self._read, args=(request, plan, start), name="early", daemon=True
+        ).start()
+
+    def _read(self, request: WorkRequest, plan: Plan, start: _Starter) -> None:
+        try:
+            self._stream, self._schema, batches = start(request, plan)
+            self._rest = self._stream.batches(batches)
+            size = 0
+            for batch in self._rest:
+                self.taken.append(batch)
+                size += byte_size(batch)
+                if size > self.budget:
+                    self._stream.waiting_since = None  # not stalled: its DoGet comes
+                    return
+            self.complete = True
+            self.error = self._stream.finish.error()
+        except Exception as exc:
+            self.error = exc
+        finally:
+            self.ready.set()
+
+    def inline(self) -> pa.Buffer:
+        """The whole result as the Arrow IPC stream the reply carries."""
+        return write_inline(self._schema, self.taken)
+
+    def resume(self) -> flight.GeneratorStream:
+        """The result stream, for the DoGet (waits until the first batches are read)."""
+        self.ready.wait()
+        if self.error is not None:
+            raise self.error
+        return flight.GeneratorStream(self._schema, self._batches())
+
+    def _batches(self) -> Iterator[pa.RecordBatch]:
+        stream, rest = self._stream, self._rest
+        assert stream is not None and rest is not None
+        try:
+            for batch in self.taken:
+                stream.waiting_since = time.monotonic()
+                yield batch
+            stream.waiting_since = None
+            yield from rest
+        finally:
+            rest.close()
+
+    def drop(self) -> bool:
+        """End a result nobody will fetch; False while the engine still works on it (the
+        front then kills the worker: nothing else stops it)."""
+        if not self.ready.is_set():
+            return False
+        if self._rest is not None:
+            self._rest.close()
+        return True
+
+
 class EngineWorker(flight.FlightServerBase):  # type: ignore[misc]
     """The worker's Flight server (see the module docstring)."""
 
@@ -144,37 +225,43 @@ class EngineWorker(flight.FlightServerBase):  # type: ignore[misc]
         self.engine = engine
         self.stall_timeout = stall_timeout
         self.current: _Stream | None = None
+        self.early: _Early | None = None
         super().__init__(location)
 
     def do_action(self, context: flight.ServerCallContext, action: flight.Action) -> list[bytes]:
         body = action.body.to_pybytes() if action.body is not None else b""
         try:
-            return [self._action(action.type, body)]
+            return self._action(action.type, body)
         except flight.FlightError:
             raise
         except Exception as exc:
             raise error_to_flight(exc) from None
 
-    def _action(self, kind: str, body: bytes) -> bytes:
+    def _action(self, kind: str, body: bytes) -> list[Any]:
         if kind == PLAN:
             request = WorkRequest.decode(body)
             plan = plan_query(self.engine, request)
+            if request.run_inline >= 0:
+                return self._run_early(request, plan)
             partitions = plan.partitions() if request.fixed_partitions else 1
-            return PlanReply(plan.schema, partitions).encode()
+            return [PlanReply(plan.schema, partitions).encode()]
         if kind == PROBE:
             self.engine.probe()
-            return b"{}"
+            return [b"{}"]
         if kind == CANCEL:
             if self.current is not None:
                 self.current.cancelled.set()
-            return b"{}"
+            return [b"{}"]
+        if kind == DROP:
+            early, self.early = self.early, None
+            return [json.dumps({"dropped": early is not None and early.drop()}).encode()]
         if kind == FINISH:
             current = self.current
             if current is None:
-                return FinishReply("ok", 0, 0).encode()
+                return [FinishReply("ok", 0, 0).encode()]
             if not current.done.wait(float(body or b"1")):
-                return FinishReply("running", 0, 0).encode()
-            return current.finish.encode()
+                return [FinishReply("running", 0, 0).encode()]
+            return [current.finish.encode()]
         raise NotImplementedError(f"unknown worker action {kind!r}")
 
     def do_get(
@@ -183,17 +270,47 @@ class EngineWorker(flight.FlightServerBase):  # type: ignore[misc]
         stream: _Stream | None = None
         try:
             request = WorkRequest.decode(ticket.ticket)
-            stream = self.current = _Stream(request)
+            early, self.early = self.early, None
+            if early is not None and early.query_id == request.query_id:
+                return early.resume()
+            if early is not None:  # not fetched (the front drops it first: not expected)
+                early.ready.wait()
+                early.drop()
+            stream, schema, batches = self._start(request)
+        except Exception as exc:
+            raise error_to_flight(exc) from None
+        return flight.GeneratorStream(schema, stream.batches(batches))
+
+    def _start(
+        self, request: WorkRequest, plan: Plan | None = None
+    ) -> tuple[_Stream, pa.Schema, Iterator[pa.RecordBatch]]:
+        """Plan (unless planned already) and start running ``request``: the first batch is
+        ready when this returns."""
+        stream = self.current = _Stream(request)
+        try:
             started = time.monotonic()
-            plan = plan_query(self.engine, request)
+            plan = plan or plan_query(self.engine, request)
             stream.plan_s = time.monotonic() - started
             schema, batches = plan.execute()
         except Exception as exc:
-            if stream is not None:
-                stream.finish = FinishReply("error", 0, 0, error_class(exc), str(exc))
-                stream.done.set()
-            raise error_to_flight(exc) from None
-        return flight.GeneratorStream(schema, stream.batches(batches))
+            stream.finish = FinishReply("error", 0, 0, error_class(exc), str(exc))
+            stream.done.set()
+            raise
+        return stream, schema, batches
+
+    def _run_early(self, request: WorkRequest, plan: Plan) -> list[Any]:
+        """Start a planned query at GetFlightInfo (see :class:`_Early`): a small result that
+        is over within :data:`EARLY_WAIT_S` comes with the reply, anything else waits."""
+        if self.early is not None:  # not fetched (the front drops it first: not expected)
+            self.early.ready.wait()
+            self.early.drop()
+        early = _Early(request, plan, self._start)
+        if early.ready.wait(EARLY_WAIT_S) and early.complete and early.error is None:
+            return [PlanReply(plan.schema, 1, INLINE).encode(), flight.Result(early.inline())]
+        if early.ready.is_set() and early.error is not None:
+            raise error_to_flight(early.error)
+        self.early = early
+        return [PlanReply(plan.schema, 1, PARKED).encode()]
 
     def watch_stalls(self) -> None:
         """End the process when a result stream has not been read for ``stall_timeout``."""
