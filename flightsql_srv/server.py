@@ -30,7 +30,7 @@ from flightsql_srv.request import Call, HeadersMiddlewareFactory, RequestInfo
 from flightsql_srv.sessions import SessionMiddlewareFactory
 from flightsql_srv.sqlinfo import sql_info_values
 from flightsql_srv.sqltext import quote_name
-from flightsql_srv.statements import Query, Statements
+from flightsql_srv.statements import Statements
 from flightsql_srv.tickets import TICKET, Signer
 
 __all__ = ["FlightSqlServer"]
@@ -156,6 +156,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
                 context.get_middleware("headers").headers, self.grafana_profile
             ),
             visible=self.policy.visible(identity),
+            explain_paths=self.policy.explain_paths(identity),
         )
 
     @staticmethod
@@ -187,7 +188,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         descriptor: flight.FlightDescriptor,
         call: Call,
     ) -> flight.FlightInfo:
-        query = Query(command.query, None, call.principal, call.session, visible=call.visible)
+        query = call.query(command.query)
         return self.statements.flight_info(query, descriptor, call.request, call)
 
     def _substrait_info(
@@ -197,7 +198,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         call: Call,
     ) -> flight.FlightInfo:
         plan = command.plan.plan
-        query = Query("", None, call.principal, call.session, plan, visible=call.visible)
+        query = call.query("", plan)
         return self.statements.flight_info(query, descriptor, call.request, call)
 
     def _prepared_info(
@@ -207,7 +208,9 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         call: Call,
     ) -> flight.FlightInfo:
         handle = command.prepared_statement_handle
-        query = self.statements.redeem_handle(handle, call.principal, call.session, call.visible)
+        query = self.statements.redeem_handle(
+            handle, call.principal, call.session, call.visible, call.explain_paths
+        )
         return self.statements.flight_info(query, descriptor, call.request, call)
 
     def _metadata_info(
@@ -253,7 +256,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         }:
             raise NotFound(f"no table {schema}.{table}; ListFlights shows the tables")
         sql = f"SELECT * FROM {quote_name(schema)}.{quote_name(table)}"
-        query = Query(sql, None, call.principal, call.session, visible=call.visible)
+        query = call.query(sql)
         return self.statements.flight_info(query, descriptor, call.request, call)
 
     def list_flights(

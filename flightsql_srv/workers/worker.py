@@ -73,6 +73,7 @@ def plan_query(engine: Engine, request: WorkRequest) -> Plan:
             limit=query.limit,
             grafana=query.grafana,
             visible=query.visible,
+            explain_paths=query.explain_paths,
             fixed_partitions=request.fixed_partitions or request.partition is not None,
         )
     return replace(plan, partition=request.partition) if request.partition else plan
