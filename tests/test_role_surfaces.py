@@ -335,3 +335,12 @@ def test_metrics_name_no_table_path_or_principal(
     _assert_reveals_nothing(text, catalog)
     for name in ("rich", "viewer", "auditor", "secret"):
         assert name not in text, f"metrics name {name!r}"
+
+
+def test_explain_paths_must_be_a_boolean() -> None:
+    with pytest.raises(
+        ValueError, match=r"\[auth.roles.r\]: 'explain_paths' must be true or false"
+    ):
+        parse_auth({"roles": {"r": {"tables": ["*"], "explain_paths": "yes"}}})
+    role = parse_auth({"roles": {"r": {"tables": ["*"], "explain_paths": True}}}).roles["r"]
+    assert role.explain_paths
