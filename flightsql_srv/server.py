@@ -21,7 +21,7 @@ from flightsql_srv.auth.middleware import (
 )
 from flightsql_srv.auth.policy import Policy
 from flightsql_srv.discovery import METADATA_COMMANDS, Discovery
-from flightsql_srv.engine import Engine
+from flightsql_srv.engine import MAX_SQL_BYTES, Engine
 from flightsql_srv.errors import InvalidArgument, NotFound, Unimplemented, rpc_boundary
 from flightsql_srv.execution import Executor
 from flightsql_srv.macros import UserMacro
@@ -33,8 +33,11 @@ from flightsql_srv.sqltext import quote_name
 from flightsql_srv.statements import Statements
 from flightsql_srv.tickets import TICKET, Signer
 
-__all__ = ["FlightSqlServer"]
+__all__ = ["FlightSqlServer", "MAX_REQUEST_BYTES", "bounded"]
 
+#: The largest command, action body, ticket or path descriptor decoded. SQL is at most
+#: MAX_SQL_BYTES; a prepared handle with bound parameters (1 MiB) stays below 3 MiB.
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
 _READ_ONLY = "flightsql-srv is read-only: {what} is not supported; run queries (SELECT) instead"
 #: Flight SQL commands and actions that would write, with how to name them in the error.
 _WRITES: dict[type[Message] | str, str] = {
@@ -165,6 +168,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
             raise InvalidArgument(
                 "expected a command descriptor holding a Flight SQL command (google.protobuf.Any)"
             )
+        bounded(len(descriptor.command), "command")
         try:
             return unpack_command(descriptor.command)
         except InvalidCommand as exc:
@@ -242,6 +246,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
 
     def _table_info(self, descriptor: flight.FlightDescriptor, call: Call) -> flight.FlightInfo:
         """A path descriptor ``[schema, table]`` reads the whole table."""
+        bounded(sum(len(p) for p in descriptor.path), "path descriptor")
         try:
             path = [p.decode() for p in descriptor.path]
         except UnicodeDecodeError:
@@ -283,6 +288,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
     ) -> flight.FlightDataStream:
         with rpc_boundary("DoGet"):
             self._accepting()
+            bounded(len(ticket.ticket), "ticket")
             call = self._call(context)
             principal = call.principal
             body = self.statements.redeem_ticket(ticket.ticket, principal)
@@ -327,8 +333,19 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
             if not action.type.startswith("Close"):
                 self._accepting()
             self._refuse_writes(action.type)
+            bounded(action.body.size if action.body is not None else 0, f"{action.type} body")
             call = self._call(context)
             return iter(self.actions.run(call, action))
+
+
+def bounded(size: int, what: str) -> None:
+    """Refuse a request part over :data:`MAX_REQUEST_BYTES` before decoding or decrypting it
+    (gRPC has already read it: the bound before that is the proxy's, see docs/security.md)."""
+    if size > MAX_REQUEST_BYTES:
+        raise InvalidArgument(
+            f"the {what} is {size} bytes; at most {MAX_REQUEST_BYTES} are accepted "
+            f"(SQL texts: {MAX_SQL_BYTES})"
+        )
 
 
 def _table_stream(table: pa.Table) -> flight.RecordBatchStream:
