@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
@@ -30,7 +29,7 @@ from flightsql_srv.engine import MAX_SQL_BYTES
 from flightsql_srv.protocol import pack, sql_pb2
 from flightsql_srv.server import MAX_REQUEST_BYTES
 from tests.conftest import running_server, server_process
-from tests.helpers import assert_flight_error, statement_descriptor
+from tests.helpers import assert_flight_error, peak_rss, statement_descriptor
 from tests.nginx import running_nginx
 
 KEY = "preauth-key-6b0e"
@@ -58,16 +57,7 @@ def _flood(uri: str, pid: int, calls: int, size: int) -> tuple[int, int, list[Ba
     """``calls`` unauthenticated GetFlightInfo of ``size`` bytes at once; returns the
     server's RSS before, its peak meanwhile, and the errors the callers got."""
     command = statement_descriptor("select 1 -- " + "x" * size)
-    server = psutil.Process(pid)
-    baseline = peak = int(server.memory_info().rss)
     errors: list[BaseException] = []
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, int(server.memory_info().rss))
-            time.sleep(0.005)
 
     def call() -> None:
         with flight.connect(uri) as client:
@@ -76,15 +66,14 @@ def _flood(uri: str, pid: int, calls: int, size: int) -> tuple[int, int, list[Ba
             except Exception as exc:  # the class is checked by the caller
                 errors.append(exc)
 
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    callers = [threading.Thread(target=call) for _ in range(calls)]
-    for t in callers:
-        t.start()
-    for t in callers:
-        t.join()
-    done.set()
-    sampler.join()
+    def flood() -> None:
+        callers = [threading.Thread(target=call) for _ in range(calls)]
+        for t in callers:
+            t.start()
+        for t in callers:
+            t.join()
+
+    baseline, peak = peak_rss(pid, flood)
     return baseline, peak, errors
 
 

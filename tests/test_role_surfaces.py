@@ -33,7 +33,7 @@ from flightsql_srv.auth.config import parse_auth
 from flightsql_srv.engine import PATH_HIDDEN
 from flightsql_srv.protocol import pack, sql_pb2
 from tests.conftest import running_server
-from tests.helpers import assert_flight_error, statement_descriptor
+from tests.helpers import assert_flight_error, failure, statement_descriptor
 
 KEYS = {
     "admin": ("surfaces-admin-5e1f", ["admin"]),
@@ -123,14 +123,6 @@ def _text(table: pa.Table) -> str:
     return "\n".join(str(v) for row in table.to_pylist() for v in row.values())
 
 
-def _error(call: Any) -> BaseException:
-    try:
-        call()
-    except Exception as exc:  # the class is checked by the caller
-        return exc
-    raise AssertionError("expected the call to fail")
-
-
 def _assert_reveals_nothing(text: str, catalog: Path) -> None:
     for name in HIDDEN_NAMES:
         assert name not in text, f"{name!r} leaks: {text}"
@@ -148,7 +140,7 @@ def test_explain_of_a_view_over_hidden_tables_is_permission_denied(
     sql = form.format(q="select * from secret.rich")
     assert _query(client, sql, "admin").num_rows > 0  # valid SQL
     assert _query(client, "select * from secret.rich", "viewer").num_rows == 1  # granted
-    raised = _error(lambda: _query(client, sql, "viewer"))
+    raised = failure(lambda: _query(client, sql, "viewer"))
     assert_flight_error(raised, flight.FlightUnauthorizedError, "^EXPLAIN is refused: .*view")
     _assert_reveals_nothing(str(raised), Path("/nonexistent"))
     # A join, a subquery: anything that reads the view.
@@ -254,8 +246,8 @@ def test_sql_on_a_hidden_schema_fails_like_a_missing_schema(
     client: flight.FlightClient, form: str
 ) -> None:
     _query(client, form.format(s="secret"), "admin")
-    hidden = _error(lambda: _query(client, form.format(s="secret"), "logs"))
-    missing = _error(lambda: _query(client, form.format(s="nosuch"), "logs"))
+    hidden = failure(lambda: _query(client, form.format(s="secret"), "logs"))
+    missing = failure(lambda: _query(client, form.format(s="nosuch"), "logs"))
     assert type(hidden) is type(missing)
     assert str(hidden).replace("secret", "nosuch") == str(missing), (hidden, missing)
 
@@ -277,13 +269,13 @@ def test_substrait_on_a_hidden_schema_fails_like_a_missing_schema(
     client: flight.FlightClient,
 ) -> None:
     assert _run(client, _substrait(_plan_for("secret")), "admin").num_rows == 1
-    hidden = _error(lambda: _run(client, _substrait(_plan_for("secret")), "logs"))
-    missing = _error(lambda: _run(client, _substrait(_plan_for("nosuch")), "logs"))
+    hidden = failure(lambda: _run(client, _substrait(_plan_for("secret")), "logs"))
+    missing = failure(lambda: _run(client, _substrait(_plan_for("nosuch")), "logs"))
     assert_flight_error(hidden, pa.ArrowInvalid, "invalid Substrait plan")
     assert str(hidden).replace("secret", "nosuch") == str(missing), (hidden, missing)
     # A schema the caller sees part of: a hidden table there is a missing table.
-    hidden = _error(lambda: _run(client, _substrait(_plan_for("secret")), "viewer"))
-    missing = _error(lambda: _run(client, _substrait(_plan_for("secret", "ghost")), "viewer"))
+    hidden = failure(lambda: _run(client, _substrait(_plan_for("secret")), "viewer"))
+    missing = failure(lambda: _run(client, _substrait(_plan_for("secret", "ghost")), "viewer"))
     assert_flight_error(hidden, pa.ArrowInvalid, "(?i)no table named 'secret.people'")
     assert str(hidden).replace("people", "ghost") == str(missing), (hidden, missing)
 
@@ -327,7 +319,7 @@ def test_metrics_name_no_table_path_or_principal(
     srv: Service, client: flight.FlightClient, catalog: Path
 ) -> None:
     _query(client, "select * from secret.rich", "viewer")
-    _error(lambda: _query(client, "select * from secret.people", "viewer"))
+    failure(lambda: _query(client, "select * from secret.people", "viewer"))
     _query(client, "explain select * from pub.logs", "auditor")
     with urllib.request.urlopen(f"http://127.0.0.1:{srv.metrics_port}/metrics") as response:
         text = response.read().decode()
