@@ -16,7 +16,7 @@ from flightsql_srv.errors import InvalidArgument, Unimplemented
 from flightsql_srv.protocol import InvalidCommand, flight_pb2, pack, sql_pb2, unpack_command
 from flightsql_srv.request import Call
 from flightsql_srv.sessions import SessionOptions, apply_options, encode_cookie, options_result
-from flightsql_srv.statements import Query, Statements
+from flightsql_srv.statements import Statements
 from flightsql_srv.tickets import Signer
 
 __all__ = ["ACTIONS", "Actions"]
@@ -82,11 +82,11 @@ class Actions:
     def _prepare(self, call: Call, action: flight.Action) -> list[bytes]:
         if action.type == "CreatePreparedStatement":
             request = _unpack(action, sql_pb2.ActionCreatePreparedStatementRequest)
-            query = Query(request.query, None, call.principal, call.session, visible=call.visible)
+            query = call.query(request.query)
         else:
             request = _unpack(action, sql_pb2.ActionCreatePreparedSubstraitPlanRequest)
             plan = request.plan.plan
-            query = Query("", None, call.principal, call.session, plan, visible=call.visible)
+            query = call.query("", plan)
         handle, dataset, parameters = self.statements.prepare(query, call.request, call)
         result = sql_pb2.ActionCreatePreparedStatementResult(
             prepared_statement_handle=handle,

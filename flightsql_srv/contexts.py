@@ -56,6 +56,10 @@ class Variant:
     #: (parallel fetch). DataFusion otherwise lets idle partitions take other partitions'
     #: files, and one partition executed alone reads everything.
     fixed_partitions: bool = False
+    #: For EXPLAIN under restricted visibility: views are planned again from their SQL
+    #: over the visible tables only, and a view that reads anything hidden is left out
+    #: (see :meth:`Contexts._register_explainable_views`).
+    explain: bool = False
 
 
 class Contexts:
@@ -74,6 +78,10 @@ class Contexts:
             for s in schemas
             for t in s.tables
             if t.time_column and not t.is_view
+        }
+        #: (schema, table) -> SQL of every declared view.
+        self._views = {
+            (t.schema, t.name): t.sql for s in schemas for t in s.tables if t.sql is not None
         }
         #: (schema, table) -> (placeholder number, time column type) of bounded views.
         served = set(self.tables())  # without the tables left out
@@ -154,11 +162,17 @@ class Contexts:
 
     def _build_context(self, variant: Variant) -> SessionContext:
         """A context sharing the base context's tables: whole schemas where nothing is hidden
-        or bounded, else per-table providers (time-series tables as range views)."""
+        or bounded, else per-table providers (time-series tables as range views).
+
+        Under restricted visibility a schema without a visible table does not exist at all,
+        so ``information_schema.schemata`` and every error treat it as one that was never
+        declared (a Substrait plan naming it fails as for an unknown schema)."""
         ctx = self._new_context(variant)
         visible, bounded = variant.visible, variant.bounded
+        explain = variant.explain and visible is not None
         prepare_context(ctx, self._schemas)  # object stores live in each context's runtime
         base, view = self.base.catalog(self.catalog_name), ctx.catalog(self.catalog_name)
+        replanned: dict[tuple[str, str], Schema] = {}
         for name in base.schema_names():
             tables = [t for t in base.schema(name).names() if _allowed(visible, name, t)]
             ranged = bounded and any((name, t) in self._range_slots for t in tables)
@@ -167,15 +181,42 @@ class Contexts:
             if visible is None and not ranged:
                 view.register_schema(name, base.schema(name))
                 continue
+            if not tables:
+                continue
             scoped = Schema.memory_schema()
             view.register_schema(name, scoped)
             for table in tables:
                 qualified = _qualified(name, table)
-                if bounded and (name, table) in self._range_slots:
+                if explain and (name, table) in self._views:
+                    replanned[(name, table)] = scoped
+                elif bounded and (name, table) in self._range_slots:
                     scoped.register_table(table, self._range_view(name, table))
                 else:
                     scoped.register_table(table, self.base.table_provider(qualified))
+        if replanned:
+            self._register_explainable_views(ctx, replanned)
         return ctx
+
+    def _register_explainable_views(
+        self, ctx: SessionContext, views: dict[tuple[str, str], Schema]
+    ) -> None:
+        """Plan each view's SQL again in ``ctx`` (which holds only visible tables), views
+        over views included; a view that does not plan there reads something hidden and is
+        left out, so an EXPLAIN naming it does not plan either."""
+        pending = dict(views)
+        while pending:
+            done = []
+            for (schema, table), scoped in pending.items():
+                try:
+                    provider = ctx.sql(self._views[(schema, table)]).into_view()
+                except Exception:  # reads a hidden table, or a view not registered yet
+                    continue
+                scoped.register_table(table, provider)
+                done.append((schema, table))
+            if not done:
+                return
+            for key in done:
+                del pending[key]
 
     def tables(self) -> list[tuple[str, str]]:
         """(schema, table) of every table and view in the catalog."""

@@ -27,9 +27,11 @@ from flightsql_srv.config import Settings
 from flightsql_srv.contexts import Contexts, Variant, Visibility
 from flightsql_srv.errors import (
     InvalidArgument,
+    PermissionDenied,
     ReadOnlyViolation,
     ResourceExhausted,
     SourceUnavailable,
+    Unimplemented,
 )
 from flightsql_srv.parameters import plain_value
 from flightsql_srv.results import (
@@ -63,6 +65,17 @@ _UNREACHABLE = re.compile(
 _DATAFUSION_ADVICE = re.compile(r" *Consider (increasing|decreasing) [^\n]*'datafusion\.[^\n]*")
 #: Logical plan node names that would change state; a Substrait plan must not contain them.
 _WRITE_NODES = re.compile(r"^(Dml|Ddl|Copy|Create|Drop|Insert|Statement|SetVariable)")
+#: Logical plan nodes of EXPLAIN and EXPLAIN ANALYZE (every FORMAT and VERBOSE).
+_EXPLAIN_NODES = frozenset({"Explain", "Analyze"})
+#: Storage locations in EXPLAIN output: the file lists of scans, per-file metrics, URLs and
+#: paths (two or more segments with a letter, so ``0/688`` and ``a / b`` stay).
+_FILE_GROUPS = re.compile(r"file_groups=\{([^:{}]*): \[.*?\]\}", re.DOTALL)
+_FILENAME = re.compile(r"filename=[^,}\]\s]+")
+_PATH = re.compile(
+    r"(?:\b[A-Za-z][A-Za-z0-9+.-]*://[^\s,;'\"\])}]*)"
+    r"|(?<![\w.])/?(?=[^\s/]*[A-Za-z])[\w.=%~+@-]+(?:/[\w.=%~+@-]+)+/?"
+)
+PATH_HIDDEN = "<path hidden>"
 
 
 @dataclass(frozen=True)
@@ -76,6 +89,8 @@ class Plan:
     #: (index, endpoints, partitions): produce only the output partitions ``index``,
     #: ``index + endpoints``, ... of ``partitions`` (parallel fetch).
     partition: tuple[int, int, int] | None = None
+    #: Storage paths are taken out of the result (EXPLAIN without ``explain_paths``).
+    redact_paths: bool = False
 
     @property
     def schema(self) -> pa.Schema:
@@ -96,6 +111,8 @@ class Plan:
         """
         try:  # optimising and physical planning happen here, then the first batch
             stream = self._stream()
+            if self.redact_paths:
+                stream = _redacted(stream)
             reader = grafana_reader(stream) if self.grafana else portable_reader(stream)
             first = reader.read_next_batch()
         except StopIteration:
@@ -134,6 +151,33 @@ class Plan:
     def reader(self) -> pa.RecordBatchReader:
         """:meth:`execute` as a record batch reader."""
         return pa.RecordBatchReader.from_batches(*self.execute())
+
+
+def redact_paths(text: str) -> str:
+    """``text`` (EXPLAIN output) without storage paths, URLs or file names."""
+    text = _FILE_GROUPS.sub(rf"file_groups={{\1: [{PATH_HIDDEN}]}}", text)
+    text = _FILENAME.sub(f"filename={PATH_HIDDEN}", text)
+    return _PATH.sub(PATH_HIDDEN, text)
+
+
+def _redacted(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+    """``reader`` with :func:`redact_paths` applied to every string column (EXPLAIN
+    results are a few rows: they cross into Python)."""
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for batch in reader:
+            columns = [
+                pa.array([redact_paths(v) if v is not None else None for v in column.to_pylist()])
+                if pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+                else column
+                for column in batch.columns
+            ]
+            yield pa.record_batch(
+                [c.cast(f.type) for c, f in zip(columns, batch.schema, strict=True)],
+                schema=batch.schema,
+            )
+
+    return pa.RecordBatchReader.from_batches(reader.schema, batches())
 
 
 def _batches(first: pa.RecordBatch | None, rest: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
@@ -204,6 +248,7 @@ class Engine:
         grafana: bool = False,
         visible: Visibility = None,
         fixed_partitions: bool = False,
+        explain_paths: bool = True,
     ) -> Plan:
         """Plan ``sql`` read-only, with ``params`` (one row) bound to its placeholders.
 
@@ -217,9 +262,13 @@ class Engine:
             grafana: shape results for the Grafana datasource.
             visible: the (schema, table) pairs the caller may read; None for all.
             fixed_partitions: plan so that output partitions can be executed apart.
+            explain_paths: EXPLAIN output keeps storage paths (else they are replaced
+                by ``<path hidden>``).
 
         Raises:
             InvalidArgument: empty or oversized SQL, a write statement, or a planning error.
+            PermissionDenied: an EXPLAIN of a statement that reads a view over tables the
+                caller may not see.
         """
         if not sql.strip():
             raise InvalidArgument("the query is empty: send a SQL statement")
@@ -235,6 +284,10 @@ class Engine:
         if params is not None:
             values = {**values, **_param_values(params)}
         frame = self._plan_sql(ctx, sql, values or None)
+        explained = _is_explain(frame)
+        if explained and visible is not None:
+            variant = replace(variant, explain=True)
+            frame = self._plan_explain(self.contexts.get(variant), sql, values or None)
         if not self._settings.batch_size:
             # Batch rows follow the row width, so large scans send few large messages and
             # wide rows still stay far below gRPC's 4 MiB limit. The batch size is a context
@@ -245,7 +298,21 @@ class Engine:
                 frame = sized.create_dataframe_from_logical_plan(frame.logical_plan())
         if limit is not None:
             frame = frame.limit(limit)
-        return Plan(sql, frame, grafana)
+        return Plan(sql, frame, grafana, redact_paths=explained and not explain_paths)
+
+    def _plan_explain(
+        self, ctx: SessionContext, sql: str, values: dict[str, pa.Scalar] | None
+    ) -> DataFrame:
+        """Plan an EXPLAIN again where views are built from visible tables only (see
+        :class:`Variant`): the output then names nothing hidden, and a statement that reads
+        a view over hidden tables does not plan, which is refused."""
+        try:
+            return self._plan_sql(ctx, sql, values)
+        except InvalidArgument:
+            raise PermissionDenied(
+                "EXPLAIN is refused: the statement reads a view over tables your roles do "
+                "not grant; the query itself can still be run"
+            ) from None
 
     @staticmethod
     def _plan_sql(ctx: SessionContext, sql: str, values: dict[str, pa.Scalar] | None) -> DataFrame:
@@ -276,6 +343,8 @@ class Engine:
             raise InvalidArgument(f"invalid Substrait plan: {_clean(exc)}") from None
         _refuse_writes(logical)
         frame = ctx.create_dataframe_from_logical_plan(logical)
+        if _is_explain(frame):  # the consumer makes none today; if it did, refuse it
+            raise Unimplemented("EXPLAIN in a Substrait plan is not supported: send it as SQL")
         return Plan("<substrait plan>", frame if limit is None else frame.limit(limit), grafana)
 
     def probe(self) -> None:
@@ -287,6 +356,10 @@ class Engine:
     def parameter_schema(self, sql: str) -> pa.Schema:
         """One field per placeholder, named after it; types are unknown (``null``)."""
         return pa.schema([pa.field(name, pa.null()) for name in placeholders(sql)])
+
+
+def _is_explain(frame: DataFrame) -> bool:
+    return type(frame.logical_plan().to_variant()).__name__ in _EXPLAIN_NODES
 
 
 def _check_depth(sql: str) -> None:

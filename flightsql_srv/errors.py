@@ -29,6 +29,7 @@ __all__ = [
     "Unimplemented",
     "ResourceExhausted",
     "Overloaded",
+    "PermissionDenied",
     "rpc_boundary",
 ]
 
@@ -62,6 +63,10 @@ class ResourceExhausted(ServiceError, flight.FlightServerError):  # type: ignore
 
 class Overloaded(ServiceError, flight.FlightUnavailableError):  # type: ignore[misc]
     """Too many queries right now (UNAVAILABLE: retry later, possibly elsewhere)."""
+
+
+class PermissionDenied(ServiceError, flight.FlightUnauthorizedError):  # type: ignore[misc]
+    """The caller may not do this with what its roles grant (PERMISSION_DENIED)."""
 
 
 class SourceUnavailable(ServiceError, flight.FlightUnavailableError):  # type: ignore[misc]

@@ -34,6 +34,8 @@ class Query:
     grafana: bool = False
     #: Tables the caller may read (None: all); from the caller, never from a token.
     visible: Visibility = None
+    #: EXPLAIN may show storage paths (a role's ``explain_paths``); from the caller too.
+    explain_paths: bool = False
 
     def body(self) -> dict[str, Any]:
         """The JSON-able form signed into tickets and handles."""

@@ -18,6 +18,7 @@ from flightsql_srv.auth.identity import Identity
 from flightsql_srv.engine import Visibility
 from flightsql_srv.errors import InvalidArgument
 from flightsql_srv.macros import MacroContext, context_from_headers
+from flightsql_srv.query import Query
 from flightsql_srv.sessions import SessionOptions
 
 __all__ = [
@@ -135,6 +136,8 @@ class Call:
     request: RequestInfo
     #: Tables the caller may read (None: all).
     visible: Visibility = None
+    #: EXPLAIN shows the caller storage paths.
+    explain_paths: bool = False
 
     @property
     def principal(self) -> str:
@@ -148,6 +151,18 @@ class Call:
             return "principal:" + self.principal
         peer = self.context.peer() or ""
         return "peer:" + peer.rpartition(":")[0]
+
+    def query(self, sql: str, substrait: bytes | None = None) -> Query:
+        """A query of this caller: its principal, session and what it may see."""
+        return Query(
+            sql,
+            None,
+            self.principal,
+            self.session,
+            substrait,
+            visible=self.visible,
+            explain_paths=self.explain_paths,
+        )
 
     @property
     def schemas(self) -> set[str] | None:

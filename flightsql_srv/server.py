@@ -21,7 +21,7 @@ from flightsql_srv.auth.middleware import (
 )
 from flightsql_srv.auth.policy import Policy
 from flightsql_srv.discovery import METADATA_COMMANDS, Discovery
-from flightsql_srv.engine import Engine
+from flightsql_srv.engine import MAX_SQL_BYTES, Engine
 from flightsql_srv.errors import InvalidArgument, NotFound, Unimplemented, rpc_boundary
 from flightsql_srv.execution import Executor
 from flightsql_srv.macros import UserMacro
@@ -30,11 +30,14 @@ from flightsql_srv.request import Call, HeadersMiddlewareFactory, RequestInfo
 from flightsql_srv.sessions import SessionMiddlewareFactory
 from flightsql_srv.sqlinfo import sql_info_values
 from flightsql_srv.sqltext import quote_name
-from flightsql_srv.statements import Query, Statements
+from flightsql_srv.statements import Statements
 from flightsql_srv.tickets import TICKET, Signer
 
-__all__ = ["FlightSqlServer"]
+__all__ = ["FlightSqlServer", "MAX_REQUEST_BYTES", "bounded"]
 
+#: The largest command, action body, ticket or path descriptor decoded. SQL is at most
+#: MAX_SQL_BYTES; a prepared handle with bound parameters (1 MiB) stays below 3 MiB.
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
 _READ_ONLY = "flightsql-srv is read-only: {what} is not supported; run queries (SELECT) instead"
 #: Flight SQL commands and actions that would write, with how to name them in the error.
 _WRITES: dict[type[Message] | str, str] = {
@@ -156,6 +159,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
                 context.get_middleware("headers").headers, self.grafana_profile
             ),
             visible=self.policy.visible(identity),
+            explain_paths=self.policy.explain_paths(identity),
         )
 
     @staticmethod
@@ -164,6 +168,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
             raise InvalidArgument(
                 "expected a command descriptor holding a Flight SQL command (google.protobuf.Any)"
             )
+        bounded(len(descriptor.command), "command")
         try:
             return unpack_command(descriptor.command)
         except InvalidCommand as exc:
@@ -188,7 +193,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         call: Call,
         run: bool,
     ) -> flight.FlightInfo:
-        query = Query(command.query, None, call.principal, call.session, visible=call.visible)
+        query = call.query(command.query)
         return self.statements.flight_info(query, descriptor, call.request, call, run)
 
     def _substrait_info(
@@ -199,7 +204,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         run: bool,
     ) -> flight.FlightInfo:
         plan = command.plan.plan
-        query = Query("", None, call.principal, call.session, plan, visible=call.visible)
+        query = call.query("", plan)
         return self.statements.flight_info(query, descriptor, call.request, call, run)
 
     def _prepared_info(
@@ -210,7 +215,9 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         run: bool,
     ) -> flight.FlightInfo:
         handle = command.prepared_statement_handle
-        query = self.statements.redeem_handle(handle, call.principal, call.session, call.visible)
+        query = self.statements.redeem_handle(
+            handle, call.principal, call.session, call.visible, call.explain_paths
+        )
         return self.statements.flight_info(query, descriptor, call.request, call, run)
 
     def _metadata_info(
@@ -251,6 +258,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         self, descriptor: flight.FlightDescriptor, call: Call, run: bool = False
     ) -> flight.FlightInfo:
         """A path descriptor ``[schema, table]`` reads the whole table."""
+        bounded(sum(len(p) for p in descriptor.path), "path descriptor")
         try:
             path = [p.decode() for p in descriptor.path]
         except UnicodeDecodeError:
@@ -265,7 +273,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
         }:
             raise NotFound(f"no table {schema}.{table}; ListFlights shows the tables")
         sql = f"SELECT * FROM {quote_name(schema)}.{quote_name(table)}"
-        query = Query(sql, None, call.principal, call.session, visible=call.visible)
+        query = call.query(sql)
         return self.statements.flight_info(query, descriptor, call.request, call, run)
 
     def list_flights(
@@ -292,6 +300,7 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
     ) -> flight.FlightDataStream:
         with rpc_boundary("DoGet"):
             self._accepting()
+            bounded(len(ticket.ticket), "ticket")
             call = self._call(context)
             principal = call.principal
             body = self.statements.redeem_ticket(ticket.ticket, principal)
@@ -336,8 +345,19 @@ class FlightSqlServer(flight.FlightServerBase):  # type: ignore[misc]
             if not action.type.startswith("Close"):
                 self._accepting()
             self._refuse_writes(action.type)
+            bounded(action.body.size if action.body is not None else 0, f"{action.type} body")
             call = self._call(context)
             return iter(self.actions.run(call, action))
+
+
+def bounded(size: int, what: str) -> None:
+    """Refuse a request part over :data:`MAX_REQUEST_BYTES` before decoding or decrypting it
+    (gRPC has already read it: the bound before that is the proxy's, see docs/security.md)."""
+    if size > MAX_REQUEST_BYTES:
+        raise InvalidArgument(
+            f"the {what} is {size} bytes; at most {MAX_REQUEST_BYTES} are accepted "
+            f"(SQL texts: {MAX_SQL_BYTES})"
+        )
 
 
 def _table_stream(table: pa.Table) -> flight.RecordBatchStream:

@@ -181,13 +181,19 @@ class Statements:
         return self.signer.sign(PREPARED, body)
 
     def redeem_handle(
-        self, handle: bytes, principal: str, options: SessionOptions, visible: Visibility = None
+        self,
+        handle: bytes,
+        principal: str,
+        options: SessionOptions,
+        visible: Visibility = None,
+        explain_paths: bool = False,
     ) -> Query:
-        """The query behind a handle, if it was issued to ``principal``."""
+        """The query behind a handle, if it was issued to ``principal``; ``visible`` and
+        ``explain_paths`` are the caller's, now."""
         body = self.signer.verify(PREPARED, handle, "prepared statement handle")
         query = self._owned(body, principal, "prepared statement handle")
         query = self._with_last_bound(query, handle, principal)
-        return replace(query, options=options, visible=visible)
+        return replace(query, options=options, visible=visible, explain_paths=explain_paths)
 
     def redeem_ticket(self, ticket: bytes, principal: str) -> dict[str, Any]:
         """The body of a DoGet ticket this service issued to ``principal``."""
@@ -211,6 +217,7 @@ class Statements:
             limit=query.limit if query.limit is not None else request.limit,
             grafana=query.grafana or request.grafana,
             visible=call.visible,
+            explain_paths=call.explain_paths,
         )
         query_id = str(body["id"])
         cancelled = self.running.start(query_id)

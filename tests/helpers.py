@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import psutil
 import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
@@ -143,3 +145,37 @@ def until(condition: Callable[[], bool], seconds: float, step: float = 0.1) -> b
         if time.monotonic() > deadline:
             return False
         time.sleep(step)
+
+
+def failure(call: Callable[[], object]) -> BaseException:
+    """The exception ``call`` raises (its class is the caller's to check)."""
+    try:
+        call()
+    except Exception as exc:  # the class is checked by the caller
+        return exc
+    raise AssertionError("expected the call to fail")
+
+
+def peak_rss(pid: int, work: Callable[[], None]) -> tuple[int, int]:
+    """Run ``work`` while sampling process ``pid``'s RSS every 5 ms; (before, peak) bytes."""
+    process = psutil.Process(pid)
+    baseline = peak = int(process.memory_info().rss)
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            try:
+                peak = max(peak, int(process.memory_info().rss))
+            except psutil.Error:
+                return
+            time.sleep(0.005)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        work()
+    finally:
+        done.set()
+        sampler.join()
+    return baseline, peak

@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pyarrow.flight as flight
 import pytest
 
@@ -25,7 +24,7 @@ from flightsql_srv.app import Service
 from flightsql_srv.auth.config import parse_auth
 from flightsql_srv.auth.passwords import hash_password
 from tests.conftest import running_server, server_process
-from tests.helpers import assert_flight_error, statement_descriptor
+from tests.helpers import assert_flight_error, peak_rss, statement_descriptor
 
 PASSWORD = "correct horse battery staple"
 FREE = 3
@@ -162,11 +161,6 @@ def test_other_calls_are_not_slowed_while_a_peer_is_throttled(srv: Service) -> N
             t.join()
 
 
-def _rss_tree(pid: int) -> int:
-    proc = psutil.Process(pid)
-    return int(proc.memory_info().rss)
-
-
 def test_parallel_wrong_password_handshakes_do_not_exhaust_memory(
     password_hash: str, tmp_path: Path
 ) -> None:
@@ -186,18 +180,6 @@ def test_parallel_wrong_password_handshakes_do_not_exhaust_memory(
     outcomes: list[str] = []
     ready = [(b"authorization", b"Bearer probe")]
     with server_process(*args, ready_headers=ready) as (proc, port):
-        baseline = _rss_tree(proc.pid)
-        peak = baseline
-        done = threading.Event()
-
-        def sample() -> None:
-            nonlocal peak
-            while not done.is_set():
-                try:
-                    peak = max(peak, _rss_tree(proc.pid))
-                except psutil.Error:
-                    return
-                time.sleep(0.01)
 
         def attempt(i: int) -> None:
             try:
@@ -208,15 +190,14 @@ def test_parallel_wrong_password_handshakes_do_not_exhaust_memory(
                 assert "too many sign-ins in progress; retry after 1 s" in str(exc)
                 outcomes.append("unavailable")
 
-        sampler = threading.Thread(target=sample)
-        sampler.start()
-        threads = [threading.Thread(target=attempt, args=(i,)) for i in range(48)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        done.set()
-        sampler.join()
+        def burst() -> None:
+            threads = [threading.Thread(target=attempt, args=(i,)) for i in range(48)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+
+        baseline, peak = peak_rss(proc.pid, burst)
         assert proc.poll() is None
         # The right password still works once the burst is over.
         assert _handshake(port, "u0", PASSWORD, "192.0.2.200").startswith(b"Bearer ")

@@ -587,6 +587,7 @@ def test_kubernetes_manifest_set() -> None:
         "Service",
         "PodDisruptionBudget",
         "HorizontalPodAutoscaler",
+        "Ingress",
     }
     readme = (K8S / "README.md").read_text()
     for path in K8S.glob("*.yaml"):

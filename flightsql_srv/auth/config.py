@@ -5,7 +5,7 @@ These key names are the public interface::
     [[auth.api_keys]]      name, sha256, roles
     [[auth.users]]         name, password_hash, roles
     [[auth.oidc]]          issuer, audience, roles_claim, default_roles
-    [auth.roles.<name>]    tables = ["*", "demo.*", "demo.logs"]
+    [auth.roles.<name>]    tables = ["*", "demo.*", "demo.logs"], explain_paths = false
     [auth]                 session_ttl = 3600   # seconds a handshake token stays valid
     [auth]                 login_failures_free = 5, login_failures_free_per_peer = 20,
                            login_max_delay = 30, client_address_header = "x-forwarded-for",
@@ -56,10 +56,12 @@ class User:
 
 @dataclass(frozen=True)
 class Role:
-    """Which tables a role may see: ``*``, ``schema.*`` or ``schema.table`` patterns."""
+    """Which tables a role may see: ``*``, ``schema.*`` or ``schema.table`` patterns, and
+    whether EXPLAIN shows it storage paths (file lists, object store URLs)."""
 
     name: str
     tables: tuple[str, ...]
+    explain_paths: bool = False
 
     def allows(self, schema: str, table: str) -> bool:
         return any(p in ("*", f"{schema}.*", f"{schema}.{table}") for p in self.tables)
@@ -137,15 +139,18 @@ def parse_auth(raw: Any, where: str = "[auth]") -> AuthConfig:
     if not isinstance(roles_raw, dict):
         raise ValueError(f"{where}.roles: expected [auth.roles.<name>] tables")
     for name, body in roles_raw.items():
-        r = _Reader(body, f"[auth.roles.{name}]", {"tables"}, {"tables"})
+        r = _Reader(body, f"[auth.roles.{name}]", {"tables", "explain_paths"}, {"tables"})
         tables = r.texts("tables")
+        explain_paths = r.raw.get("explain_paths", False)
+        if not isinstance(explain_paths, bool):
+            raise ValueError(f"[auth.roles.{name}]: 'explain_paths' must be true or false")
         for pattern in tables:
             if not _PATTERN.match(pattern):
                 raise ValueError(
                     f"[auth.roles.{name}]: table pattern {pattern!r} must be '*', "
                     "'schema.*' or 'schema.table'"
                 )
-        roles[name] = Role(name, tables)
+        roles[name] = Role(name, tables, explain_paths)
 
     def known(entry: _Reader, names: tuple[str, ...]) -> tuple[str, ...]:
         for role in names:

@@ -44,3 +44,12 @@ class Policy:
         with self._lock:
             self._cache[identity.roles] = result
         return result
+
+    def explain_paths(self, identity: Identity) -> bool:
+        """Whether EXPLAIN shows ``identity`` storage paths: when one of its roles says
+        ``explain_paths = true``, and always without authentication (no roles, nothing
+        to keep apart; the server then listens on loopback unless told otherwise)."""
+        if not self._config.enabled:
+            return True
+        roles = self._config.roles
+        return any(roles[r].explain_paths for r in identity.roles if r in roles)

@@ -24,6 +24,7 @@ from flightsql_srv.errors import (
     InvalidArgument,
     NotFound,
     Overloaded,
+    PermissionDenied,
     ReadOnlyViolation,
     ResourceExhausted,
     SourceUnavailable,
@@ -58,6 +59,7 @@ _ERRORS: dict[str, type[Exception]] = {
         ResourceExhausted,
         Overloaded,
         SourceUnavailable,
+        PermissionDenied,
     )
 }
 _ERRORS["FlightTimedOutError"] = flight.FlightTimedOutError
@@ -91,6 +93,7 @@ class WorkRequest:
                 "id": self.query_id,
                 "query": self.query.body(),
                 "visible": sorted(visible) if visible is not None else None,
+                "explain_paths": self.query.explain_paths,
                 "fixed_partitions": self.fixed_partitions,
                 "partition": list(self.partition) if self.partition else None,
                 "timeout": self.timeout,
@@ -109,7 +112,11 @@ class WorkRequest:
         visible: Visibility = None
         if raw["visible"] is not None:
             visible = frozenset((str(s), str(t)) for s, t in raw["visible"])
-        query = replace(Query.from_body(raw["query"]), visible=visible)
+        query = replace(
+            Query.from_body(raw["query"]),
+            visible=visible,
+            explain_paths=bool(raw.get("explain_paths", False)),
+        )
         partition = raw["partition"]
         return cls(
             query_id=str(raw["id"]),

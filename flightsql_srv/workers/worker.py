@@ -31,6 +31,7 @@ from flightsql_srv.batches import byte_size
 from flightsql_srv.catalog import SchemaDecl
 from flightsql_srv.config import Settings
 from flightsql_srv.engine import Engine, Plan
+from flightsql_srv.errors import ServiceError
 from flightsql_srv.observability import configure_logging
 from flightsql_srv.query import Query
 from flightsql_srv.workers.protocol import (
@@ -83,6 +84,7 @@ def plan_query(engine: Engine, request: WorkRequest) -> Plan:
             limit=query.limit,
             grafana=query.grafana,
             visible=query.visible,
+            explain_paths=query.explain_paths,
             fixed_partitions=request.fixed_partitions or request.partition is not None,
         )
     return replace(plan, partition=request.partition) if request.partition else plan
@@ -232,6 +234,8 @@ class EngineWorker(flight.FlightServerBase):  # type: ignore[misc]
         body = action.body.to_pybytes() if action.body is not None else b""
         try:
             return self._action(action.type, body)
+        except ServiceError as exc:  # some are Flight errors too: they cross by class name
+            raise error_to_flight(exc) from None
         except flight.FlightError:
             raise
         except Exception as exc:
