@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -22,10 +23,11 @@ from typing import Any
 import pytest
 
 from flightsql_srv.app import Service
-from tests.clients import API_KEY, ITEMS, PASSWORD, USER, clients_server
+from tests.clients import API_KEY, ITEMS, PASSWORD, USER, clients_server, reader_auth
 from tests.clients.cache import npm_clients, python_client
 from tests.clients.drivers import DRIVERS, quietly
-from tests.conftest import ROOT
+from tests.conftest import ROOT, running_server
+from tests.test_docs import snippets
 
 HERE = ROOT / "tests" / "clients"
 DOC = ROOT / "docs" / "clients.md"
@@ -472,6 +474,25 @@ def test_known_problems_are_about_listed_operations() -> None:
 
 
 # -- docs/clients.md -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def recipe_server() -> Iterator[Service]:
+    """The demo catalog (what the recipes query), with the recipes' user and API key."""
+    with running_server(auth=reader_auth("alice", "alice-password", "my-api-key")) as service:
+        yield service
+
+
+@pytest.mark.parametrize(
+    "recipe", [pytest.param(s.body, id=s.id) for s in snippets() if s.path == DOC]
+)
+def test_recipe_signs_in_and_runs(recipe: str, recipe_server: Service) -> None:
+    body = re.sub(r"\b50051\b", str(recipe_server.port), recipe)
+    result = subprocess.run(
+        [sys.executable, "-c", body], capture_output=True, text=True, timeout=_RUN_TIMEOUT
+    )
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+
 
 _COLUMNS = [
     ("connect", ("connect",)),

@@ -15,11 +15,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from flightsql_srv.app import Service
-from flightsql_srv.auth.config import parse_auth
+from flightsql_srv.auth.config import AuthConfig, parse_auth
 from flightsql_srv.auth.passwords import hash_password
 from tests.conftest import running_server
 
-__all__ = ["USER", "PASSWORD", "API_KEY", "ITEMS", "write_catalog", "clients_server"]
+__all__ = [
+    "USER",
+    "PASSWORD",
+    "API_KEY",
+    "ITEMS",
+    "write_catalog",
+    "reader_auth",
+    "clients_server",
+]
 
 USER = "alice"
 PASSWORD = "clients-pw"
@@ -55,23 +63,28 @@ def write_catalog(directory: Path) -> Path:
     return directory
 
 
-@contextmanager
-def clients_server(catalog: Path) -> Iterator[Service]:
-    """The server every client talks to: a user with a password, an API key, one role."""
-    auth = parse_auth(
+def reader_auth(user: str, password: str, api_key: str) -> AuthConfig:
+    """``[auth]`` with one user, one API key and a role that sees every table."""
+    return parse_auth(
         {
             "api_keys": [
                 {
                     "name": "clients",
-                    "sha256": hashlib.sha256(API_KEY.encode()).hexdigest(),
+                    "sha256": hashlib.sha256(api_key.encode()).hexdigest(),
                     "roles": ["reader"],
                 }
             ],
             "users": [
-                {"name": USER, "password_hash": hash_password(PASSWORD), "roles": ["reader"]}
+                {"name": user, "password_hash": hash_password(password), "roles": ["reader"]}
             ],
             "roles": {"reader": {"tables": ["*"]}},
         }
     )
+
+
+@contextmanager
+def clients_server(catalog: Path) -> Iterator[Service]:
+    """The server every client talks to: :data:`USER`, :data:`API_KEY`, ``shop.*``."""
+    auth = reader_auth(USER, PASSWORD, API_KEY)
     with running_server(auth=auth, catalog=write_catalog(catalog)) as service:
         yield service
