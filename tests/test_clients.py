@@ -46,6 +46,7 @@ _ADBC = "adbc-driver-flightsql 1.13.0"
 _DBAPI_OPS = (
     "connect",
     "bearer",
+    "refused",
     "query",
     "types",
     "large",
@@ -64,6 +65,7 @@ _DBAPI_OPS = (
 _NPM_OPS = (
     "connect",
     "bearer",
+    "refused",
     "query",
     "types",
     "large",
@@ -75,6 +77,7 @@ _NPM_OPS = (
 _SQLALCHEMY_OPS = (
     "connect",
     "bearer",
+    "refused",
     "bind",
     "core",
     "schemas",
@@ -140,6 +143,7 @@ CLIENTS = {
         "`altertable_flightsql.Client(username=…, password=…, tls=False)` (own process)",
         (
             "connect",
+            "refused",
             "query",
             "large",
             "prepared",
@@ -158,6 +162,7 @@ CLIENTS = {
         (
             "connect",
             "bearer",
+            "refused",
             "query",
             "large",
             "qmark",
@@ -269,6 +274,12 @@ KNOWN: dict[tuple[str, str], Known] = {
         "status message is dropped",
         "none in the client; the server's log has the query's error",
     ),
+    ("lakehouse-rs (npm)", "refused"): Known(
+        "a refused Handshake panics the client's tokio worker (`handshake: IpcError(... "
+        "Unauthenticated ...)` at src/flight_client.rs:158), and `createFlightSqlClient` "
+        "never settles",
+        "bound the call with a timeout; check the credentials with another client",
+    ),
     ("gizmosql (npm)", "columns"): Known(
         "`getQuerySchema` puts the raw `CommandStatementQuery` in the descriptor without the "
         "`google.protobuf.Any` wrapper that `execute` uses",
@@ -301,6 +312,10 @@ EXPECT: dict[str, tuple[str, Callable[[dict[str, Any]], bool]]] = {
         _equals([[1]]),
     ),
     "bearer": ("`select 1` with an API key as `authorization: Bearer`", _equals([[1]])),
+    "refused": (
+        "a wrong password: an error that says so",
+        lambda seen: "invalid username or password" in seen.get("error", ""),
+    ),
     "query": (
         "a table of 9 types (int, string, decimal, float, bool, date, timestamp, binary), "
         "NULLs kept",
@@ -394,13 +409,20 @@ def _observe(client: str, port: int) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def observations(server: Service) -> Callable[[str], dict[str, Any]]:
-    """Each client's observations, run on first use (npm's two share one run)."""
-    seen: dict[str, dict[str, Any]] = {}
+    """Each client's observations, run on first use (npm's two share one run); a run that
+    fails fails every operation of that client, without running again."""
+    seen: dict[str, dict[str, Any] | Exception] = {}
 
     def of(client: str) -> dict[str, Any]:
         if client not in seen:
-            seen[client] = _observe(client, server.port)
-        return seen[client]
+            try:
+                seen[client] = _observe(client, server.port)
+            except Exception as exc:  # reported by each of the client's tests
+                seen[client] = exc
+        result = seen[client]
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     return of
 
@@ -454,6 +476,7 @@ def test_recipe_signs_in_and_runs(recipe: str, recipe_server: Service) -> None:
 _COLUMNS = [
     ("connect", ("connect",)),
     ("bearer", ("bearer", "sqlalchemy_token")),
+    ("wrong password", ("refused",)),
     ("query", ("query",)),
     ("types", ("types",)),
     ("large", ("large",)),

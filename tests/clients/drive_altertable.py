@@ -15,7 +15,7 @@ from contextlib import closing
 from typing import Any
 
 from altertable_flightsql import Client
-from observe import QUERIES, items, observe
+from observe import QUERIES, WRONG_PASSWORD, items, observe
 
 
 def main(port: int, user: str, password: str) -> None:
@@ -39,6 +39,9 @@ def main(port: int, user: str, password: str) -> None:
         observations = observe(
             {
                 "connect": lambda: reader_rows(QUERIES["connect"]),
+                "refused": lambda: Client(
+                    username=user, password=WRONG_PASSWORD, host="127.0.0.1", port=port, tls=False
+                ),
                 "query": lambda: items(client.query(QUERIES["query"]).read_all()),
                 "large": lambda: client.query(QUERIES["large"]).read_all().num_rows,
                 "prepared": lambda: prepared("select name from shop.items where id = 2", None),

@@ -17,7 +17,7 @@ import flightsql.sqlalchemy  # noqa: F401 - registers the dialect, as its README
 import pyarrow as pa
 import sqlalchemy as sa
 from flightsql import FlightSQLClient, connect
-from observe import QUERIES, observe
+from observe import QUERIES, WRONG_PASSWORD, observe
 
 warnings.simplefilter("ignore")  # SQLAlchemy 1.4's 2.0 deprecation banner
 
@@ -29,6 +29,12 @@ def main(port: int, user: str, password: str, token: str) -> None:
     bearer = FlightSQLClient(host="127.0.0.1", port=port, insecure=True, token=token)
     conn = connect(basic)
     cur = conn.cursor()
+
+    def refused() -> Any:
+        wrong = FlightSQLClient(
+            host="127.0.0.1", port=port, insecure=True, user=user, password=WRONG_PASSWORD
+        )
+        return wrong.execute(QUERIES["connect"])
 
     def rows(sql: str, params: Any = None) -> Any:
         cur.execute(sql, params)
@@ -77,6 +83,7 @@ def main(port: int, user: str, password: str, token: str) -> None:
                 .read_all()
                 .to_pylist()
             ],
+            "refused": refused,
             "query": query,
             "large": lambda: len(rows(QUERIES["large"])),
             "qmark": lambda: rows(QUERIES["qmark"], [2]),

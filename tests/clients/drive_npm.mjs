@@ -13,6 +13,7 @@ const { createFlightSqlClient } = require('@lakehouse-rs/flight-sql-client');
 const { FlightSQLClient } = require('@gizmodata/gizmosql-client');
 const { tableFromIPC } = require('apache-arrow');
 const port = Number(portText);
+const WRONG_PASSWORD = 'not-the-password'; // observe.py's
 
 const plain = (value) =>
   JSON.parse(JSON.stringify(value, (_, v) => (typeof v === 'bigint' ? Number(v) : v)));
@@ -28,6 +29,14 @@ async function observe(operations) {
     }
   }
   return seen;
+}
+
+function within(ms, promise) {
+  let timer;
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
 }
 
 function items(table) {
@@ -48,6 +57,10 @@ async function lakehouse() {
   return observe({
     connect: async () => rows(await table(client.query('select 1 as x'))),
     bearer: async () => rows(await table(bearer.query('select 1 as x'))),
+    // Bounded: on a refused handshake the client's Rust worker panics and its promise
+    // never settles.
+    refused: async () =>
+      within(10000, createFlightSqlClient({ ...base, username: user, password: WRONG_PASSWORD })),
     query: async () => items(await table(client.query('select * from shop.items order by id'))),
     types: async () => types(await table(client.query('select * from shop.items'))),
     large: async () =>
@@ -75,6 +88,14 @@ async function gizmosql() {
     return await observe({
       connect: async () => rows(await client.execute('select 1 as x')),
       bearer: async () => rows(await bearer.execute('select 1 as x')),
+      refused: async () => {
+        const wrong = new FlightSQLClient({ ...base, username: user, password: WRONG_PASSWORD });
+        try {
+          return rows(await wrong.execute('select 1 as x'));
+        } finally {
+          await wrong.close();
+        }
+      },
       query: async () => items(await client.execute('select * from shop.items order by id')),
       types: async () => types(await client.execute('select * from shop.items')),
       large: async () =>

@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow as pa
 
 from tests.clients import API_KEY, PASSWORD, USER
-from tests.clients.observe import QUERIES, items, observe
+from tests.clients.observe import QUERIES, WRONG_PASSWORD, items, observe
 
 __all__ = ["DRIVERS", "quietly"]
 
@@ -36,8 +36,11 @@ def _tree_names(tree: list[dict[str, Any]], kind: str) -> list[str]:
     )
 
 
-def _dbapi_operations(conn: Any, bearer: Any, session: Callable[[], Any]) -> dict[str, Any]:
-    """What ADBC's DB-API and the drivers built on it (GizmoSQL's) do the same way."""
+def _dbapi_operations(
+    conn: Any, bearer: Any, session: Callable[[], Any], refused: Callable[[], Any]
+) -> dict[str, Any]:
+    """What ADBC's DB-API and the drivers built on it (GizmoSQL's) do the same way;
+    ``refused`` connects with a wrong password and runs a query."""
     cur = conn.cursor()
 
     def rows(sql: str, params: Any = None, on: Any = cur) -> Any:
@@ -55,6 +58,7 @@ def _dbapi_operations(conn: Any, bearer: Any, session: Callable[[], Any]) -> dic
     return {
         "connect": lambda: rows(QUERIES["connect"]),
         "bearer": lambda: rows(QUERIES["connect"], on=bearer.cursor()),
+        "refused": refused,
         "query": lambda: (cur.execute(QUERIES["query"]), items(cur.fetch_arrow_table()))[1],
         "types": lambda: [
             f.metadata[b"ARROW:FLIGHT:SQL:TYPE_NAME"].decode() if f.metadata else None
@@ -101,8 +105,15 @@ def adbc_dbapi(port: int) -> Observations:
         finally:
             conn.adbc_current_db_schema = "public"
 
+    def refused() -> Any:
+        login = {"username": USER, "password": WRONG_PASSWORD}
+        with flightsql.connect(uri, db_kwargs=login, autocommit=True) as wrong:
+            with wrong.cursor() as cur:
+                cur.execute(QUERIES["connect"])
+                return cur.fetchall()
+
     with _closing(conn, bearer):
-        return observe(_dbapi_operations(conn, bearer, session))
+        return observe(_dbapi_operations(conn, bearer, session, refused))
 
 
 def gizmosql(port: int) -> Observations:
@@ -120,8 +131,14 @@ def gizmosql(port: int) -> Observations:
             cur.execute(QUERIES["session"])
             return cur.fetchall()
 
+    def refused() -> Any:
+        with gizmosql.connect(uri, username=USER, password=WRONG_PASSWORD) as wrong:
+            with wrong.cursor() as cur:
+                cur.execute(QUERIES["connect"])
+                return cur.fetchall()
+
     with _closing(conn, bearer, scoped):
-        return observe(_dbapi_operations(conn, bearer, session))
+        return observe(_dbapi_operations(conn, bearer, session, refused))
 
 
 def adbc_low_level(port: int) -> Observations:
@@ -240,8 +257,9 @@ def pandas(port: int) -> Observations:
         )
 
 
-def _sqlalchemy_operations(engine: Any, token_engine: Any) -> dict[str, Any]:
-    """SQLAlchemy 2 Core and Inspector, the same for every 2.x dialect."""
+def _sqlalchemy_operations(engine: Any, token_engine: Any, wrong_engine: Any) -> dict[str, Any]:
+    """SQLAlchemy 2 Core and Inspector, the same for every 2.x dialect; ``wrong_engine``
+    signs in with a wrong password."""
     import sqlalchemy as sa
 
     def rows(statement: Any, params: Any = None, on: Any = engine) -> Any:
@@ -260,6 +278,7 @@ def _sqlalchemy_operations(engine: Any, token_engine: Any) -> dict[str, Any]:
     return {
         "connect": lambda: rows(sa.text(QUERIES["connect"])),
         "bearer": lambda: rows(sa.text(QUERIES["connect"]), on=token_engine),
+        "refused": lambda: rows(sa.text(QUERIES["connect"]), on=wrong_engine),
         "bind": lambda: rows(sa.text("select name from shop.items where id = :id"), {"id": 2}),
         "core": core,
         "schemas": lambda: sorted(inspect("get_schema_names")),
@@ -289,30 +308,36 @@ def sqlalchemy_adbc(port: int) -> Observations:
     # ?tls=false: the dialect defaults to TLS. autocommit=True: ADBC's DB-API otherwise warns
     # that it cannot turn autocommit off (the server has no transactions).
     url = f"adbc+flightsql://127.0.0.1:{port}?tls=false"
-    engine = sa.create_engine(url, connect_args={"autocommit": True, "db_kwargs": _CREDENTIALS})
+    engines = [
+        sa.create_engine(url, connect_args={"autocommit": True, "db_kwargs": login})
+        for login in (_CREDENTIALS, {**_CREDENTIALS, "password": WRONG_PASSWORD})
+    ]
     token_engine = sa.create_engine(
         f"adbc+flightsql://token:{API_KEY}@127.0.0.1:{port}?tls=false",
         connect_args={"autocommit": True},
     )
+    return _observe_engines(engines[0], token_engine, engines[1])
+
+
+def _observe_engines(engine: Any, token_engine: Any, wrong_engine: Any) -> Observations:
     try:
-        return observe(_sqlalchemy_operations(engine, token_engine))
+        return observe(_sqlalchemy_operations(engine, token_engine, wrong_engine))
     finally:
-        engine.dispose()
-        token_engine.dispose()
+        for each in (engine, token_engine, wrong_engine):
+            each.dispose()
 
 
 def ttr_sqlalchemy(port: int) -> Observations:
     import sqlalchemy as sa
 
-    engine = sa.create_engine(f"tatrman://{USER}:{PASSWORD}@127.0.0.1:{port}?tls=false")
+    engine, wrong_engine = (
+        sa.create_engine(f"tatrman://{USER}:{password}@127.0.0.1:{port}?tls=false")
+        for password in (PASSWORD, WRONG_PASSWORD)
+    )
     token_engine = sa.create_engine(
         f"tatrman://127.0.0.1:{port}?tls=false", connect_args={"token": API_KEY}
     )
-    try:
-        return observe(_sqlalchemy_operations(engine, token_engine))
-    finally:
-        engine.dispose()
-        token_engine.dispose()
+    return _observe_engines(engine, token_engine, wrong_engine)
 
 
 #: Client name → driver; the order of docs/clients.md.

@@ -9,7 +9,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["QUERIES", "items", "observe", "plain"]
+__all__ = ["QUERIES", "WRONG_PASSWORD", "items", "observe", "plain"]
 
 #: The SQL every client runs, by operation; each driver sends it the client's own way.
 QUERIES = {
@@ -22,6 +22,8 @@ QUERIES = {
     "session": "select count(*) as n from items",
     "error": "select nope from shop.items",
 }
+#: The password every driver's "refused" operation signs in with.
+WRONG_PASSWORD = "not-the-password"
 
 
 def plain(value: Any) -> Any:
