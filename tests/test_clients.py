@@ -42,52 +42,27 @@ class Client:
 
 #: Installed into the test venv by the ``test`` extra (versions as pinned there).
 _ADBC = "adbc-driver-flightsql 1.13.0"
-#: What drivers.py runs for the ADBC DB-API drivers, and for the SQLAlchemy 2 dialects.
+#: Operations several drivers share: sign-ins and reading results.
+_SIGN_IN = ("connect", "bearer", "refused")
+_READ = (*_SIGN_IN, "query", "types", "large")
+_LISTS = ("catalogs", "schemas", "tables", "views")
+#: drivers.py's ADBC DB-API drivers; both npm clients; the SQLAlchemy 2 dialects.
 _DBAPI_OPS = (
-    "connect",
-    "bearer",
-    "refused",
-    "query",
-    "types",
-    "large",
+    *_READ,
     "qmark",
     "dollar",
     "named",
     "prepared",
-    "catalogs",
-    "schemas",
-    "tables",
-    "views",
+    *_LISTS,
     "columns",
     "session",
     "error",
 )
-_NPM_OPS = (
-    "connect",
-    "bearer",
-    "refused",
-    "query",
-    "types",
-    "large",
-    "catalogs",
-    "schemas",
-    "tables",
-    "views",
-)  # both npm clients
+_NPM_OPS = (*_READ, *_LISTS)
 _SQLALCHEMY_OPS = (
-    "connect",
-    "bearer",
-    "refused",
-    "bind",
-    "core",
-    "schemas",
-    "tables",
-    "views",
-    "has_table",
-    "columns",
-    "types",
-    "pandas",
-    "error",
+    *_SIGN_IN,
+    *("bind", "core", "schemas", "tables", "views", "has_table", "columns", "types"),
+    *("pandas", "error"),
 )
 CLIENTS = {
     "adbc-dbapi": Client(
