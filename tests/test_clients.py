@@ -355,7 +355,7 @@ EXPECT["sqlalchemy_token"] = EXPECT["bearer"]
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+def clients_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     with clients_server(tmp_path_factory.mktemp("clients-catalog")) as service:
         yield service
 
@@ -383,7 +383,7 @@ def _observe(client: str, port: int) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def observations(server: Service) -> Callable[[str], dict[str, Any]]:
+def observations(clients_srv: Service) -> Callable[[str], dict[str, Any]]:
     """Each client's observations, run on first use (npm's two share one run); a run that
     fails fails every operation of that client, without running again."""
     seen: dict[str, dict[str, Any] | Exception] = {}
@@ -391,7 +391,7 @@ def observations(server: Service) -> Callable[[str], dict[str, Any]]:
     def of(client: str) -> dict[str, Any]:
         if client not in seen:
             try:
-                seen[client] = _observe(client, server.port)
+                seen[client] = _observe(client, clients_srv.port)
             except Exception as exc:  # reported by each of the client's tests
                 seen[client] = exc
         result = seen[client]
