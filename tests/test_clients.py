@@ -94,12 +94,12 @@ CLIENTS = {
         _DBAPI_OPS,
     ),
     "polars": Client(
-        "polars 1.x / 2.x over " + _ADBC,
+        "polars ≥ 1.0 (2.1.0 when written) over " + _ADBC,
         "`pl.read_database(sql, connection=adbc_conn, execute_options={'parameters': …})`",
         ("query", "types", "large", "qmark", "dollar", "error"),
     ),
     "pandas": Client(
-        "pandas 2.2+ over " + _ADBC,
+        "pandas ≥ 2.2 (3.1.1 when written) over " + _ADBC,
         "`pd.read_sql(sql, adbc_conn)`",
         ("query", "types", "large", "qmark", "error"),
     ),
@@ -225,7 +225,10 @@ KNOWN: dict[tuple[str, str], Known] = {
         "unbound placeholders at GetFlightInfo",
         "put the values in the SQL, or use another client for bound parameters",
     ),
-    ("altertable", "dollar"): Known("as for named: GetFlightInfo before DoPut", "as for named"),
+    ("altertable", "dollar"): Known(
+        "`PreparedStatement.query` calls GetFlightInfo before it binds with DoPut (see `named`)",
+        "as for `named`",
+    ),
     ("altertable", "session"): Known(
         "sends no cookies, so the session options the server keeps in the "
         "`arrow_flight_session` cookie (the spec's suggestion) are lost after "
@@ -455,7 +458,7 @@ _COLUMNS = [
     ("query", ("query",)),
     ("types", ("types",)),
     ("large", ("large",)),
-    ("`?`", ("qmark", "bind")),
+    ("`?`", ("qmark", "bind", "pandas")),
     ("`$1`", ("dollar",)),
     ("`$name`", ("named",)),
     ("prepared", ("prepared", "parameter_schema")),
