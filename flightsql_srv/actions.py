@@ -25,7 +25,7 @@ __all__ = ["ACTIONS", "Actions"]
 ACTIONS = [
     ("CreatePreparedStatement", "Prepare a SQL query; returns a stateless handle"),
     ("CreatePreparedSubstraitPlan", "Prepare a Substrait plan; returns a stateless handle"),
-    ("ClosePreparedStatement", "Close a prepared statement (handles hold no server state)"),
+    ("ClosePreparedStatement", "Close a prepared statement (forgets its remembered parameters)"),
     ("CancelFlightInfo", "Stop the query behind a FlightInfo's ticket"),
     ("CancelQuery", "Deprecated Flight SQL form of CancelFlightInfo"),
     ("SetSessionOptions", "Set catalog, schema or timezone (kept in a signed cookie)"),
@@ -96,8 +96,14 @@ class Actions:
         return [pack(result)]
 
     def _close_prepared(self, call: Call, action: flight.Action) -> list[bytes]:
-        # Handles carry their state, so there is nothing to free; never fail (ADBC's cursor
-        # breaks for good if closing fails).
+        # Handles carry their state; only the parameters remembered for clients that execute
+        # the handle they bound (statements.bind) are dropped. Never fail: ADBC's cursor
+        # breaks for good if closing fails.
+        try:
+            request = _unpack(action, sql_pb2.ActionClosePreparedStatementRequest)
+        except InvalidArgument:
+            return []
+        self.statements.last_bound.forget(call.principal, request.prepared_statement_handle)
         return []
 
     def _cancel(self, call: Call, info: flight_pb2.FlightInfo) -> bool:

@@ -13,7 +13,7 @@ import pytest
 
 from flightsql_srv.errors import InvalidArgument
 from flightsql_srv.parameters import LastBound, parameter_row
-from flightsql_srv.protocol import sql_pb2
+from flightsql_srv.protocol import pack, sql_pb2
 from flightsql_srv.sqltext import number_qmarks, placeholders
 from tests.helpers import (
     assert_flight_error,
@@ -295,3 +295,16 @@ def test_client_that_ignores_the_updated_handle(client: flight.FlightClient) -> 
         r"one row",
     )
     assert _run(client, handle) == {"x": [10]}
+
+
+def test_close_forgets_the_remembered_parameters(client: flight.FlightClient) -> None:
+    handle = create_prepared(client, "select $1 + 1 as x").prepared_statement_handle
+    bind_parameters(client, handle, pa.record_batch({"0": [41]}))
+    assert _run(client, handle) == {"x": [42]}
+    close = sql_pb2.ActionClosePreparedStatementRequest(prepared_statement_handle=handle)
+    assert list(client.do_action(flight.Action("ClosePreparedStatement", pack(close)))) == []
+    assert_flight_error(
+        lambda: client.get_flight_info(prepared_descriptor(handle)), pa.ArrowInvalid, r"DoPut"
+    )
+    # A malformed close still succeeds (ADBC's cursor breaks for good when closing fails).
+    assert list(client.do_action(flight.Action("ClosePreparedStatement", b"junk"))) == []
