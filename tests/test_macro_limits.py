@@ -7,7 +7,6 @@ Before these limits, ``select $__timeFilter(`` + 16 MiB of commas + ``)`` took 3
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
