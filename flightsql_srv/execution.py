@@ -74,9 +74,10 @@ class Executor:
         request = WorkRequest(
             query_id, query, fixed_partitions, timeout=self.query_timeout, run_inline=budget
         )
-        cache_key = None if fixed_partitions else (self.pool.generation, request.key())
+        # A run is never cached: what it started belongs to its query id.
+        cache_key = None if fixed_partitions or run else (self.pool.generation, request.key())
         cached = self._plans.get(cache_key) if cache_key else None
-        if not run and cached is not None and cached[0] > time.monotonic():
+        if cached is not None and cached[0] > time.monotonic():
             return cached[1]
         lease = self.pool.lease(key, query_id, self.query_timeout, context)
         reply, result = self.pool.plan(lease, request)

@@ -18,6 +18,7 @@ from typing import Any
 
 import grpc
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.flight as flight
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -339,6 +340,54 @@ def test_streams_nobody_reads_give_their_slots_back(srv: Server) -> None:
     assert waited < 4.5  # stall_timeout (2 s) + a worker restart
     for client in clients:
         client.close()
+
+
+# -- queries that start at GetFlightInfo (docs/architecture.md) -------------------------------
+
+
+def test_a_small_result_is_fetched_without_a_slot(srv: Server) -> None:
+    """GetFlightInfo ran it and kept the result: its DoGet is answered while every slot the
+    client may use is busy (a DoGet that needed one would wait for query_timeout)."""
+    _after_idle(srv)
+    with flight.connect(srv.uri) as client:
+        info = client.get_flight_info(statement_descriptor("select 41 + 1 as x"))
+        bombs = [_in_background(lambda: _rows(srv.uri, CPU_BOMB)) for _ in range(2)]
+        assert until(lambda: srv.running() == 2, 5)  # this client's share (3 slots - 1)
+        started = time.monotonic()
+        table = client.do_get(info.endpoints[0].ticket).read_all()
+        waited = time.monotonic() - started
+    assert table.column("x").to_pylist() == [42]
+    assert waited < 1.0, f"the DoGet waited {waited:.1f} s"
+    for thread, _ in bombs:
+        thread.join(10)
+
+
+def test_a_large_result_streams_on_from_its_flight_info(srv: Server) -> None:
+    _after_idle(srv)
+    with flight.connect(srv.uri) as client:
+        info = client.get_flight_info(statement_descriptor("select value from range(2000000)"))
+        assert srv.running() == 1  # it runs, waiting in its worker for the DoGet
+        table = client.do_get(info.endpoints[0].ticket).read_all()
+    assert table.num_rows == 2_000_000
+    assert pc.sum(table.column("value")).as_py() == 1_999_999 * 2_000_000 // 2
+    assert until(lambda: srv.running() == 0, 2.0)
+
+
+def test_an_unfetched_result_gives_its_slot_back(srv: Server) -> None:
+    _after_idle(srv)
+    with flight.connect(srv.uri) as client:
+        info = client.get_flight_info(statement_descriptor("select value from range(2000000)"))
+        assert srv.running() == 1
+        started = time.monotonic()
+        assert until(lambda: srv.running() == 0, 8.0), "the parked query kept its slot"
+        print(f"\nan unfetched result gave its slot back after {time.monotonic() - started:.1f} s")
+        # The ticket still works: the query runs again.
+        assert client.do_get(info.endpoints[0].ticket).read_all().num_rows == 2_000_000
+
+
+def test_a_failing_run_fails_its_flight_info(srv: Server) -> None:
+    with flight.connect(srv.uri) as client, pytest.raises(pa.ArrowInvalid, match="query failed"):
+        client.get_flight_info(statement_descriptor("select cast('x' as int) as n"))
 
 
 @pytest.fixture(scope="module")

@@ -55,6 +55,8 @@ __all__ = ["EnginePool", "Lease", "memory_of", "outcome_of"]
 log = logging.getLogger("flightsql_srv.workers")
 
 _TICK_S = 0.025
+#: How often idle workers are checked (alive, memory kept).
+_IDLE_CHECK_S = 0.25
 #: How long a worker gets to end a query on its own (cancel, deadline between batches, a
 #: reader that went away) before it is killed.
 _GRACE_S = 1.0
@@ -62,8 +64,11 @@ _START_TIMEOUT_S = 120.0
 #: How long the question "how did the stream end" may wait in the worker (a stream lasts at
 #: most query_timeout; without one, this).
 _STREAM_WAIT_S = 7 * 86400.0
-#: An idle worker holding more than this above its start is replaced...
+#: A worker idle for _IDLE_RECYCLE_S that holds more than this above its start is replaced
+#: (not sooner: a fresh worker costs a fork and cold caches, and dashboards come back every
+#: few seconds)...
 _RETAIN_BYTES = 192 * 1024 * 1024
+_IDLE_RECYCLE_S = 30.0
 #: ...and so is one that holds more than this when its query ends: under steady load a
 #: worker is never idle, and each would keep its high-water mark (~1 GB with the load test).
 _KEEP_BYTES = 384 * 1024 * 1024
@@ -168,6 +173,7 @@ class EnginePool:
         self._generation = 0
         self._spawned = 0
         self._stopping = False
+        self._idle_checked = 0.0
         self._helpers = futures.ThreadPoolExecutor(thread_name_prefix="worker-calls")
         # One waiting call per running stream (see execute).
         self._endings = futures.ThreadPoolExecutor(
@@ -341,6 +347,9 @@ class EnginePool:
                 self.admission.release(key)
                 raise flight.FlightUnavailableError("the server is shutting down; retry")
             worker = self._idle.pop()
+            # Idle workers are checked every _IDLE_CHECK_S: one may have died since.
+            while not worker.process.is_alive() and self._idle:
+                worker = self._idle.pop()
             deadline = time.monotonic() + timeout if timeout else None
             lease = Lease(worker, key, query_id, deadline, context, cancelled)
             worker.lease = lease
@@ -603,16 +612,23 @@ class EnginePool:
     def _tick(self, now: float) -> None:
         with self._cond:
             workers = list(self._workers)
+        # Leased workers are watched every tick; idle ones, which hold no query, less often
+        # (the tick shares the front's interpreter with every call).
+        idle_check = now - self._idle_checked >= _IDLE_CHECK_S
+        if idle_check:
+            self._idle_checked = now
         usage: dict[_Worker, int] = {}
         for worker in workers:
+            lease = worker.lease
+            if lease is None and not idle_check:
+                continue
             if not worker.process.is_alive():
                 self._buried(worker)
                 continue
-            lease = worker.lease
             if lease is not None:
                 self._check_lease(lease, now)
                 usage[worker] = worker.usage()
-            elif worker in self._idle and now - worker.idle_since > _GRACE_S:
+            elif worker in self._idle and now - worker.idle_since > _IDLE_RECYCLE_S:
                 if worker.usage() > _RETAIN_BYTES:
                     self._retire(worker, "recycled")
         limit = self._memory_limit

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any
 
 import pyarrow as pa
@@ -87,6 +88,10 @@ class WorkRequest:
     run_inline: int = -1
 
     def encode(self) -> bytes:
+        return self._encoded
+
+    @cached_property
+    def _encoded(self) -> bytes:
         visible = self.query.visible
         return json.dumps(
             {
@@ -103,6 +108,10 @@ class WorkRequest:
 
     def key(self) -> bytes:
         """What the plan depends on: the request without its id, time budget and run."""
+        return self._key
+
+    @cached_property
+    def _key(self) -> bytes:
         return replace(self, query_id="", timeout=0.0, run_inline=-1).encode()
 
     @classmethod

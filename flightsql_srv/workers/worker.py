@@ -21,6 +21,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
+from concurrent import futures
 from dataclasses import replace
 from typing import Any
 
@@ -154,7 +155,9 @@ class _Early:
     starts it and reads batches until the result is over or larger than the reply may
     carry; a larger one (or one still running when the reply is due) waits here."""
 
-    def __init__(self, request: WorkRequest, plan: Plan, start: _Starter) -> None:
+    def __init__(
+        self, request: WorkRequest, plan: Plan, start: _Starter, runner: futures.Executor
+    ) -> None:
         self.query_id = request.query_id
         self.budget = request.run_inline
         self.taken: list[pa.RecordBatch] = []
@@ -165,9 +168,7 @@ class _Early:
         self._stream: _Stream | None = None
         self._rest: Generator[pa.RecordBatch, None, None] | None = None
         self._schema = plan.schema
-        threading.Thread(
-            target=self._read, args=(request, plan, start), name="early", daemon=True
-        ).start()
+        runner.submit(self._read, request, plan, start)
 
     def _read(self, request: WorkRequest, plan: Plan, start: _Starter) -> None:
         try:
@@ -228,6 +229,9 @@ class EngineWorker(flight.FlightServerBase):  # type: ignore[misc]
         self.stall_timeout = stall_timeout
         self.current: _Stream | None = None
         self.early: _Early | None = None
+        # One thread runs what GetFlightInfo starts (a query at a time: the front leases
+        # the worker for one), kept rather than started per query.
+        self._runner = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="early")
         super().__init__(location)
 
     def do_action(self, context: flight.ServerCallContext, action: flight.Action) -> list[bytes]:
@@ -308,7 +312,7 @@ class EngineWorker(flight.FlightServerBase):  # type: ignore[misc]
         if self.early is not None:  # not fetched (the front drops it first: not expected)
             self.early.ready.wait()
             self.early.drop()
-        early = _Early(request, plan, self._start)
+        early = _Early(request, plan, self._start, self._runner)
         if early.ready.wait(EARLY_WAIT_S) and early.complete and early.error is None:
             return [PlanReply(plan.schema, 1, INLINE).encode(), flight.Result(early.inline())]
         if early.ready.is_set() and early.error is not None:
