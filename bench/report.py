@@ -374,7 +374,8 @@ def render_markdown(r: dict[str, Any]) -> str:
         f"Each server's process tree (the sum of its processes' PSS; ours: the front and its "
         f"engine workers), sampled every {cfg['run_rss_interval_s'] * 1000:.0f} "
         "ms from when all servers answer until the last scenario ends; the peak includes the "
-        "scans' finer samples.",
+        "scans' finer samples. `roapi` holds both tables in memory, the file and the day "
+        "directory: the rows twice.",
         "",
         *_server_rss_md(r),
         "",
