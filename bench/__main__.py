@@ -1,11 +1,13 @@
 """``python -m bench``: every scenario, against every contender, in one bounded run.
 
-Our server (subprocess), in-process DataFusion on the same files and roapi (when installed)
-answer the same queries: ``SELECT 1``, a Grafana panel, a dashboard of 8 concurrent panels, a
-full scan with server RSS and time to first batch, throughput with 1-8 clients, and parallel
-fetch when the server supports it. Results go to ``bench/results/latest.{json,md}`` and PNG
-plots beside them. RPCs carry timeouts and a watchdog stops the servers (then the process)
-when ``--time-limit`` passes; the subprocesses are terminated on every exit path.
+Our server (subprocess), in-process DataFusion on the same files and roapi (when installed; in
+its default memory mode and in file mode) answer the same queries: ``SELECT 1``, a Grafana
+panel, a dashboard of 8 concurrent panels, a full scan with server RSS and time to first batch,
+throughput with 1-8 client threads and from 8 client processes, and parallel fetch when the
+server supports it. Each server's memory is sampled over the whole run. Results go to
+``bench/results/latest.{json,md}`` and PNG plots beside them. RPCs carry timeouts and a watchdog
+stops the servers (then the process) when ``--time-limit`` passes; the subprocesses are
+terminated on every exit path.
 """
 
 from __future__ import annotations
@@ -26,14 +28,23 @@ from bench import data, plots, report, roapi, suite
 from bench.server import ServerProcess
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-_TUNABLE = ("rows", "select1_n", "panel_n", "dashboard_reps", "scan_repeat", "scaling_s")
+_TUNABLE = (
+    "rows",
+    "select1_n",
+    "panel_n",
+    "dashboard_reps",
+    "scan_repeat",
+    "scaling_s",
+    "processes_s",
+)
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m bench",
         description="Benchmark flightsql-srv against in-process DataFusion and roapi on "
-        "loopback: SELECT 1, a Grafana panel, a dashboard, full scan, scaling, parallel fetch.",
+        "loopback: SELECT 1, a Grafana panel, a dashboard, full scan, scaling, 8 client processes, "
+        "parallel fetch.",
     )
     full, quick = suite.FULL, suite.QUICK
     p.add_argument("--rows", type=int, help=f"rows to generate (default {full.rows:_})")
@@ -49,6 +60,11 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument(
         "--scaling-s", type=float, help=f"seconds per concurrency level (default {full.scaling_s})"
+    )
+    p.add_argument(
+        "--processes-s",
+        type=float,
+        help=f"seconds of the 8-process scenario per contender (default {full.processes_s:g})",
     )
     p.add_argument(
         "--quick",
@@ -142,6 +158,7 @@ def _run(args: argparse.Namespace, watchdog: Watchdog) -> dict[str, Any]:
             "command": " ".join(["python -m bench", *sys.argv[1:]]).strip(),
             **dataclasses.asdict(params),
             "rss_interval_s": suite.RSS_INTERVAL_S,
+            "run_rss_interval_s": suite.RUN_RSS_INTERVAL_S,
             "roapi_requested": not args.no_roapi,
             "load_average_start": load_start,
         },

@@ -1,5 +1,5 @@
-"""Scenario runners for many clients: the dashboard burst (c) and scaling with 1-8 clients
-(e), each over all contenders."""
+"""Scenario runners for many clients: the dashboard burst (c), scaling with 1-8 client
+threads (e) and the panel from 8 client processes (g), each over all contenders."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from bench.common import row
 from bench.contenders import Contender
 from bench.params import Params
 
-__all__ = ["run_dashboard", "run_scaling"]
+__all__ = ["run_dashboard", "run_scaling", "run_processes"]
 
 
 # --- c. dashboard -----------------------------------------------------------------------------
@@ -77,5 +77,41 @@ def run_scaling(contenders: list[Contender], p: Params) -> dict[str, Any]:
         "seconds_per_level": p.scaling_s,
         "slices": p.scaling_slices,
         "queries": "the 8 dashboard panels in turn",
+        "rows": rows,
+    }
+
+
+# --- g. client processes ----------------------------------------------------------------------
+
+
+def run_processes(contenders: list[Contender], p: Params) -> dict[str, Any]:
+    """Queries/s of the file panel from ``p.processes`` clients: for a server, each client is
+    its own OS process with its own ADBC connection; in-process, they are threads of one
+    process sharing one ``SessionContext`` (the reference an application embedding DataFusion
+    gets). The time is cut into rounds alternating between contenders."""
+    sql_template = queries.PANEL.replace("{table}", "{points}")
+    slice_s = p.processes_s / p.processes_rounds
+    totals = {c.name: [0, 0.0] for c in contenders}
+    with concurrency.ClientProcesses(p.processes) as procs:
+        for _ in range(p.processes_rounds):
+            for c in contenders:
+                sql = c.sql(sql_template)
+                if c.uri is None:
+                    part = concurrency.throughput(c.session, p.processes, [sql], slice_s)
+                else:
+                    part = procs.throughput(c.uri, sql, slice_s)
+                totals[c.name][0] += part.queries
+                totals[c.name][1] += part.seconds
+    rows = []
+    for c in contenders:
+        count, seconds = totals[c.name]
+        result = concurrency.Throughput(p.processes, int(count), seconds)
+        how = "processes, ADBC" if c.uri else "threads, one process"
+        rows.append(row(c.name, f"{p.processes} {how}", **asdict(result), qps=result.qps))
+    return {
+        "seconds": p.processes_s,
+        "rounds": p.processes_rounds,
+        "clients": p.processes,
+        "sql": sql_template,
         "rows": rows,
     }

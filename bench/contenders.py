@@ -1,10 +1,11 @@
-"""The three things measured side by side, behind one small interface.
+"""The engines measured side by side, behind one small interface.
 
 A :class:`Contender` opens :class:`Session` objects (one per client thread, like a client's own
 connection) that run SQL either to a whole table (``query``) or as a stream of record batches
 (``batches``). Our server and roapi are reached through ADBC, the real client; in-process
 DataFusion is a ``SessionContext`` over the same Parquet files, shared by its sessions as an
-application would share it.
+application would share it. roapi takes part twice: :data:`ROAPI` in its default mode (tables
+held in memory) and :data:`ROAPI_FILE` with ``use_memory_table=false``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ __all__ = [
     "OURS",
     "INPROCESS",
     "ROAPI",
+    "ROAPI_FILE",
     "RPC_TIMEOUT",
     "Session",
     "Contender",
@@ -35,7 +37,9 @@ __all__ = [
     "inprocess_contender",
 ]
 
-OURS, INPROCESS, ROAPI = "flightsql-srv", "in-process", "roapi"
+OURS, INPROCESS = "flightsql-srv", "in-process"
+#: roapi as users run it (tables loaded into memory), and reading Parquet on every query.
+ROAPI, ROAPI_FILE = "roapi", "roapi-file"
 #: Per-RPC timeouts (seconds): a stuck server fails the run instead of hanging it.
 RPC_TIMEOUT = 120.0
 

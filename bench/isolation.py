@@ -12,7 +12,6 @@ Results go to ``bench/results/isolation.md``.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import statistics
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import pyarrow.flight as flight
 
 from bench import data, server
+from bench.concurrency import ClientProcesses
 from bench.contenders import connect_adbc
 from bench.queries import PANEL, SCAN
 from flightsql_srv.protocol import pack, sql_pb2
@@ -59,29 +59,6 @@ def _scan_mb_s(uris: dict[str, str], repeats: int) -> dict[str, float]:
     return best
 
 
-def _client(uri: str, sql: str, seconds: float, start_at: float) -> int:
-    with connect_adbc(uri) as conn, conn.cursor() as cursor:
-        cursor.execute(sql)
-        cursor.fetch_arrow_table()
-        while time.time() < start_at:
-            time.sleep(0.001)
-        count = 0
-        while time.time() < start_at + seconds:
-            cursor.execute(sql)
-            cursor.fetch_arrow_table()
-            count += 1
-    return count
-
-
-def _qps(uri: str, clients: int, seconds: float) -> float:
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(clients) as pool:
-        start_at = time.time() + 3.0  # every client connected and warm
-        args = [(uri, _panel(), seconds, start_at)] * clients
-        counts = pool.starmap(_client, args)
-    return sum(counts) / seconds
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server-root", type=Path, required=True, help="the 'before' checkout")
@@ -104,9 +81,11 @@ def main() -> None:
             conn.close()
         scan = _scan_mb_s(uris, 3)
         qps = {name: 0.0 for name in uris}
-        for _ in range(2):  # interleaved: before, after, before, after
-            for name, uri in uris.items():
-                qps[name] = max(qps[name], _qps(uri, 8, args.seconds))
+        with ClientProcesses(8) as clients:
+            for _ in range(2):  # interleaved: before, after, before, after
+                for name, uri in uris.items():
+                    measured = clients.throughput(uri, _panel(), args.seconds).qps
+                    qps[name] = max(qps[name], measured)
     lines = [
         "# Engine workers vs the in-process engine",
         "",

@@ -26,7 +26,13 @@ class Params:
     scaling_slices: int
     #: Untimed rounds before each latency measurement.
     warmup: int
+    #: Seconds of panel queries per contender from the client processes, in total over
+    #: ``processes_rounds`` rounds that alternate between contenders.
+    processes_s: float
+    processes_rounds: int
     clients: tuple[int, ...] = (1, 2, 4, 8)
+    #: Client processes (servers) or threads (in-process) of the multi-process scenario.
+    processes: int = 8
 
 
 FULL = Params(
@@ -41,6 +47,8 @@ FULL = Params(
     dashboard_budget_s=12.0,
     scaling_slices=3,
     warmup=3,
+    processes_s=10.0,
+    processes_rounds=2,
 )
 QUICK = Params(
     rows=200_000,
@@ -54,4 +62,6 @@ QUICK = Params(
     dashboard_budget_s=1.0,
     scaling_slices=1,
     warmup=1,
+    processes_s=0.5,
+    processes_rounds=1,
 )

@@ -11,7 +11,12 @@ from typing import Any
 
 __all__ = ["write_plots"]
 
-_COLORS = {"flightsql-srv": "#1f77b4", "in-process": "#7f7f7f", "roapi": "#d62728"}
+_COLORS = {
+    "flightsql-srv": "#1f77b4",
+    "in-process": "#7f7f7f",
+    "roapi": "#d62728",
+    "roapi-file": "#ff9896",
+}
 
 
 def _contenders(rows: list[dict[str, Any]]) -> list[str]:

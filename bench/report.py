@@ -1,9 +1,9 @@
 """The renderings of a run: targets on the console, ``latest.json`` and ``latest.md``.
 
-Every scenario's rows are shown with absolute values and as ratios to the in-process
-DataFusion row and the roapi row of the same variant (or that contender's first row when it
-has no such variant). A ratio is always *this row's value / the reference's value* in the
-column's own unit, so for latencies lower is better and for throughput higher is better.
+Every scenario's rows are shown with absolute values and as ratios to the in-process DataFusion
+row and the rows of both roapi modes of the same variant (or that contender's first row when it
+has no such variant). A ratio is always *this row's value / the reference's value* in the column's
+own unit, so for latencies lower is better and for throughput higher is better.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from bench.contenders import INPROCESS, ROAPI
+from bench.contenders import INPROCESS, ROAPI, ROAPI_FILE
 from bench.machine import machine_info
 from bench.targets import evaluate_targets, find_row, ratio
 
@@ -28,6 +28,8 @@ __all__ = [
 ]
 
 MB = 1e6
+#: The contenders every table has a ratio column for.
+REFERENCES = (INPROCESS, ROAPI, ROAPI_FILE)
 
 
 # --- formatting -------------------------------------------------------------------------------
@@ -70,33 +72,39 @@ def _table(
 ) -> list[str]:
     """A Markdown table of ``scenario``'s rows with ratio columns on ``ratio_key``."""
     cols = list(columns)
-    header = ["contender", "variant", *(c[0] for c in cols), "vs in-process", "vs roapi"]
+    header = ["contender", "variant", *(c[0] for c in cols), *(f"vs {n}" for n in REFERENCES)]
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows if rows is not None else r[scenario]["rows"]:
         cells = [row["contender"], row["variant"], *(fmt(row[key]) for _, key, fmt in cols)]
-        for ref in (INPROCESS, ROAPI):
+        for ref in REFERENCES:
             value = ratio(r, scenario, row, ratio_key, ref)
             cells.append(_ratio_cell(value, row["contender"] == ref, _missing(r, ref)))
         out.append("| " + " | ".join(cells) + " |")
     return out
 
 
+_TARGET_HEADER = ("target", "goal", "ours", "reference", "measured", "met")
+
+
+def _target_cells(t: dict[str, Any]) -> tuple[str, ...]:
+    ref = "-" if t["ref"] is None else _num(t["reference"])
+    return (t["target"], t["goal"], _num(t["ours"]), ref, _num(t["value"]), _met(t["met"]))
+
+
 def render_targets(r: dict[str, Any]) -> str:
     """The targets as a plain-text table for the terminal."""
-    rows = [("target", "goal", "measured", "met")]
-    for t in evaluate_targets(r):
-        rows.append((t["target"], t["goal"], _num(t["value"]), _met(t["met"]).strip("*")))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    rows = [_TARGET_HEADER]
+    rows += [tuple(c.strip("*") for c in _target_cells(t)) for t in evaluate_targets(r)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_TARGET_HEADER))]
     lines = ["  ".join(c.ljust(widths[i]) for i, c in enumerate(row)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
 def _targets_md(r: dict[str, Any]) -> list[str]:
-    out = ["| target | goal | measured | met |", "|---|---|---|---|"]
-    for t in evaluate_targets(r):
-        out.append(f"| {t['target']} | {t['goal']} | {_num(t['value'])} | {_met(t['met'])} |")
-    return out
+    rows = [_TARGET_HEADER, ("---",) * len(_TARGET_HEADER)]
+    rows += [_target_cells(t) for t in evaluate_targets(r)]
+    return ["| " + " | ".join(row) + " |" for row in rows]
 
 
 def _checks_md(r: dict[str, Any]) -> list[str]:
@@ -141,6 +149,16 @@ def _rss_md(r: dict[str, Any]) -> list[str]:
         out.append(
             f"| {name} | {rss['baseline_mb']:,.1f} | {rss['peak_mb']:,.1f} | "
             f"{rss['growth_mb']:,.1f} | {rss['first_scan_growth_mb']:,.1f} |"
+        )
+    return out
+
+
+def _server_rss_md(r: dict[str, Any]) -> list[str]:
+    out = ["| server | at start MB | peak MB | at end MB | samples |", "|---|---|---|---|---|"]
+    for name, rss in r["server_rss"].items():
+        out.append(
+            f"| {name} | {rss['start_mb']:,.1f} | {rss['peak_mb']:,.1f} | {rss['end_mb']:,.1f} "
+            f"| {rss['samples']} |"
         )
     return out
 
@@ -258,16 +276,24 @@ def render_markdown(r: dict[str, Any]) -> str:
         f"directory ({data['days_files']} files, {data['days_bytes'] / MB:,.1f} MB, row groups "
         f"of {data['days_row_group_rows']:,} rows with a page index; table `points_days`). Our "
         "server declares both with `time_column` and `sort_by`; in-process DataFusion registers "
-        "the same paths with `register_parquet`; roapi serves them with "
-        "`use_memory_table=false`. Everything runs on this machine over loopback, clients "
-        "through ADBC unless the variant says otherwise. Contenders are interleaved in every "
-        "scenario (round-robin calls or alternating repetitions) so background load hits them "
-        "alike; absolute numbers are noisy on a shared 2-core machine, ratios less so.",
+        "the same paths with `register_parquet`; `roapi` is roapi in its default mode, which "
+        "loads both tables into memory at startup, and `roapi-file` the same binary with "
+        "`use_memory_table=false`, reading the files on every query. Everything runs on this "
+        "machine over loopback, clients through ADBC unless the variant says otherwise. "
+        "Contenders are interleaved in every scenario (round-robin calls or alternating "
+        "repetitions) so background load hits them alike; absolute numbers are noisy on a "
+        "shared 2-core machine, ratios less so.",
         "",
         "Ratios are *this row / the reference row of the same variant*: for latencies lower is "
         "better, for throughput higher is better.",
         "",
-        "## Targets (issue #8)",
+        "## Targets (issue #18)",
+        "",
+        f"Load average {_load(cfg.get('load_average_start', []))} at the start and "
+        f"{_load(r.get('load_average_end', []))} at the end (1, 5, 15 min), "
+        f"{r['machine']['usable_cores']} cores. *reference* is the other contender's value "
+        "(roapi: its memory mode); *measured* is ours / reference, or ours for an absolute "
+        "goal. Memory is each server's whole process tree (PSS, see below).",
         "",
         *_targets_md(r),
         "",
@@ -323,13 +349,35 @@ def render_markdown(r: dict[str, Any]) -> str:
         "",
         "N clients, each a thread with its own connection (in-process: N threads sharing one "
         "SessionContext), loop over the 8 dashboard panels. Each level's time is cut into "
-        f"{r['scaling']['slices']} slices alternating between contenders.",
+        f"{r['scaling']['slices']} slices alternating between contenders. The clients share "
+        "one client process here; section g has each in its own.",
         "",
         *_table(r, "scaling", _QPS, "qps"),
         "",
         "## f. Time to first batch of the full scan",
         "",
         *_table(r, "scan", _TTFB, "ttfb_s"),
+        "",
+        f"## g. {r['processes']['clients']} clients in {r['processes']['clients']} processes "
+        f"({r['processes']['seconds']:g} s per contender)",
+        "",
+        f"Each client is its own OS process with its own ADBC connection, looping over the file "
+        f"panel (`{r['processes']['sql']}`); in-process DataFusion runs "
+        f"{r['processes']['clients']} threads in one process sharing one SessionContext. The "
+        f"time is cut into {r['processes']['rounds']} round(s) alternating between contenders; "
+        "clients connect and run the query once before the clock starts.",
+        "",
+        *_table(r, "processes", _QPS, "qps"),
+        "",
+        "## Server memory over the whole run",
+        "",
+        f"Each server's process tree (the sum of its processes' PSS; ours: the front and its "
+        f"engine workers), sampled every {cfg['run_rss_interval_s'] * 1000:.0f} "
+        "ms from when all servers answer until the last scenario ends; the peak includes the "
+        "scans' finer samples. `roapi` holds both tables in memory, the file and the day "
+        "directory: the rows twice.",
+        "",
+        *_server_rss_md(r),
         "",
         "## Parallel fetch (`parallel_endpoints` header)",
         "",

@@ -1,4 +1,6 @@
-"""roapi (a Rust, DataFusion-based server) as a subprocess: the peer we compare against.
+"""roapi (a Rust, DataFusion-based server) as a subprocess: the peer we compare against, in
+its default mode (tables loaded into memory at startup) and in file mode
+(``use_memory_table=false``: Parquet read on every query, as our server does).
 
 The suite never installs it: :func:`find_binary` looks next to the running interpreter (where
 ``pip install roapi`` / the ``bench`` extra puts it) and on ``PATH``, and the report says
@@ -50,10 +52,13 @@ def _adbc_probe(server: ServerProcess) -> None:
 
 @contextmanager
 def running_roapi(
-    binary: str, tables: dict[str, Path], ready_timeout: float = 60.0
+    binary: str, tables: dict[str, Path], memory: bool, ready_timeout: float = 120.0
 ) -> Iterator[ServerProcess]:
-    """Serve ``tables`` (name -> Parquet file or directory) read from disk on every query
-    (``use_memory_table=false``, as our server does), yielding once it answers."""
+    """Serve ``tables`` (name -> Parquet file or directory), yielding once it answers.
+
+    With ``memory`` roapi runs as users run it by default, loading every table into memory
+    before it answers; without, it reads the files on every query (``use_memory_table=false``).
+    """
     flight_port, http_port, pg_port = free_ports(3)
     cmd = [
         binary,
@@ -66,7 +71,9 @@ def running_roapi(
     ]
     for name, path in tables.items():
         source = path.resolve().as_posix() + ("/" if path.is_dir() else "")
-        cmd += ["-t", f"{name}={source},format=parquet,use_memory_table=false"]
+        mode = "" if memory else ",use_memory_table=false"
+        cmd += ["-t", f"{name}={source},format=parquet{mode}"]
+    label = "roapi" if memory else "roapi-file"
     with tempfile.TemporaryDirectory(prefix="roapi-bench-") as tmp:
-        with supervised("roapi", cmd, flight_port, Path(tmp), _adbc_probe, ready_timeout) as server:
+        with supervised(label, cmd, flight_port, Path(tmp), _adbc_probe, ready_timeout) as server:
             yield server

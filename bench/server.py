@@ -243,7 +243,13 @@ class RssSampler:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def stop(self) -> None:
+        """Stop sampling, with one last sample; safe to call twice."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         self._thread.join()
         self.samples.append(self.rss())
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -2,7 +2,8 @@
 
 Scenario results share one shape, ``{"rows": [{"contender", "variant", ...measures}]}``, so
 the report can put each contender's row next to the in-process and roapi rows of the same
-variant. Contenders are interleaved inside each scenario (round-robin calls, or alternating
+variant. Every server's memory is sampled over the whole run, beside the finer sampling
+during the scans. Contenders are interleaved inside each scenario (round-robin calls, or alternating
 repetitions) so that load from elsewhere on the machine affects them alike.
 """
 
@@ -18,16 +19,28 @@ import psutil
 
 from bench import clients, data, latency, queries, roapi, scans
 from bench.common import Sessions, log
-from bench.contenders import INPROCESS, OURS, ROAPI, flight_contender, inprocess_contender
+from bench.contenders import (
+    INPROCESS,
+    OURS,
+    ROAPI,
+    ROAPI_FILE,
+    Contender,
+    flight_contender,
+    inprocess_contender,
+)
 from bench.machine import machine_info
 from bench.params import FULL, QUICK, Params
 from bench.processes import ServiceProcesses
 from bench.report import MB
 from bench.server import RssSampler, ServerProcess, running_server
 
-__all__ = ["Params", "FULL", "QUICK", "RSS_INTERVAL_S", "run"]
+__all__ = ["Params", "FULL", "QUICK", "RSS_INTERVAL_S", "RUN_RSS_INTERVAL_S", "run"]
 
 RSS_INTERVAL_S = scans.RSS_INTERVAL_S
+#: Sampling interval of each server's memory over the whole run (coarser than the scans').
+RUN_RSS_INTERVAL_S = 0.1
+#: The roapi contenders and whether each loads its tables into memory.
+ROAPI_MODES = ((ROAPI, True), (ROAPI_FILE, False))
 
 
 # --- the run ----------------------------------------------------------------------------------
@@ -48,6 +61,43 @@ def _roapi_status(binary: str | None, missing: str) -> dict[str, str]:
     return {"status": "ok", "version": roapi.version(binary)}
 
 
+def _start_roapi(
+    stack: ExitStack,
+    binary: str,
+    tables: dict[str, Path],
+    status: dict[str, dict[str, str]],
+    watch: Callable[[ServerProcess], None],
+) -> list[Contender]:
+    """Both roapi modes, each as a contender unless it fails to start (then its status says
+    why)."""
+    started = []
+    for name, memory in ROAPI_MODES:
+        try:
+            peer = stack.enter_context(roapi.running_roapi(binary, tables, memory))
+        except (RuntimeError, TimeoutError) as exc:
+            status[name] = {"status": f"failed to start: {exc}".splitlines()[0], "version": ""}
+            continue
+        watch(peer)
+        names = {"points": "points", "days": "points_days"}
+        started.append(flight_contender(name, peer.uri, peer.pid, names, status[name]["version"]))
+    return started
+
+
+def _run_rss(samplers: dict[str, RssSampler], scan: dict[str, Any]) -> dict[str, Any]:
+    """Each server's memory over the whole run: at the start, the highest sample (of the run's
+    sampler and the scans' finer one) and at the end, in MB."""
+    out = {}
+    for name, sampler in samplers.items():
+        scan_peak = scan.get("rss", {}).get(name, {}).get("peak_mb", 0.0)
+        out[name] = {
+            "start_mb": sampler.samples[0] / MB,
+            "peak_mb": max(sampler.peak / MB, scan_peak),
+            "end_mb": sampler.samples[-1] / MB,
+            "samples": len(sampler.samples),
+        }
+    return out
+
+
 def run(
     p: Params,
     data_dir: Path,
@@ -66,7 +116,7 @@ def run(
     status = {
         OURS: {"status": "ok", "version": machine["flightsql_srv"]},
         INPROCESS: {"status": "ok", "version": machine["datafusion"]},
-        ROAPI: _roapi_status(roapi_binary, roapi_missing),
+        **{name: _roapi_status(roapi_binary, roapi_missing) for name, _ in ROAPI_MODES},
     }
     results: dict[str, Any] = {"machine": machine, "contenders": status}
     results["data"] = {
@@ -95,22 +145,8 @@ def run(
             inprocess_contender(dataset.path, days, status[INPROCESS]["version"]),
         ]
         if roapi_binary is not None:
-            try:
-                peer = stack.enter_context(
-                    roapi.running_roapi(roapi_binary, {"points": dataset.path, "points_days": days})
-                )
-                watch(peer)
-                contenders.append(
-                    flight_contender(
-                        ROAPI,
-                        peer.uri,
-                        peer.pid,
-                        {"points": "points", "days": "points_days"},
-                        status[ROAPI]["version"],
-                    )
-                )
-            except (RuntimeError, TimeoutError) as exc:
-                status[ROAPI] = {"status": f"failed to start: {exc}".splitlines()[0], "version": ""}
+            tables = {"points": dataset.path, "points_days": days}
+            contenders += _start_roapi(stack, roapi_binary, tables, status, watch)
         log("servers up: " + ", ".join(f"{c.name} ({c.uri or 'in-process'})" for c in contenders))
         sessions = Sessions(stack)
         steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
@@ -122,6 +158,7 @@ def run(
             ("panel", lambda: latency.run_panel(contenders, sessions, p)),
             ("dashboard", lambda: clients.run_dashboard(contenders, p)),
             ("scaling", lambda: clients.run_scaling(contenders, p)),
+            ("processes", lambda: clients.run_processes(contenders, p)),
             ("parallel", lambda: scans.run_parallel(contenders[0], p, dataset.rows)),
         ]
         timings: dict[str, float] = {}
@@ -130,6 +167,11 @@ def run(
         for c in contenders:
             if c.pid:
                 rss[c.name]["start"] = round(RssSampler(c.pid).rss() / MB, 1)
+        run_samplers = {
+            c.name: stack.enter_context(RssSampler(c.pid, interval=RUN_RSS_INTERVAL_S))
+            for c in contenders
+            if c.pid
+        }
         for name, step in steps:
             log(f"scenario {name}")
             started = time.perf_counter()
@@ -141,7 +183,10 @@ def run(
                 rss[server_name][name] = round(RssSampler(pid).rss() / MB, 1)
             timings[name] = round(time.perf_counter() - started, 2)
             log(f"scenario {name} took {timings[name]:.1f} s")
+        for sampler in run_samplers.values():
+            sampler.stop()  # the last sample, while the servers still run
         results["scenario_seconds"] = timings
         results["server_cpu_seconds"] = cpu
         results["server_rss_after_mb"] = rss
+        results["server_rss"] = _run_rss(run_samplers, results["scan"])
     return results

@@ -2,7 +2,8 @@
 
 Only the shape and consistency of the results are checked: absolute times and ratios depend
 on the machine and are reported, never asserted. roapi takes part when it is installed; the
-suite must pass either way, and then report it as "not installed".
+suite must pass either way, and then report it as "not installed". It takes part twice: in its
+default memory mode (``roapi``) and in file mode (``roapi-file``).
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ import pytest
 from bench import checks, data, params, queries, report, roapi, scenarios, targets
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("checks", "select1", "panel", "dashboard", "scan", "scaling", "parallel")
-OURS, INPROCESS, ROAPI = "flightsql-srv", "in-process", "roapi"
+SCENARIOS = ("checks", "select1", "panel", "dashboard", "scan", "scaling", "processes", "parallel")
+#: The scenarios every contender takes part in.
+SHARED = ("select1", "panel", "dashboard", "scan", "scaling", "processes")
+OURS, INPROCESS, ROAPI, ROAPI_FILE = "flightsql-srv", "in-process", "roapi", "roapi-file"
+ROAPIS = (ROAPI, ROAPI_FILE)
 ROAPI_INSTALLED = roapi.find_binary() is not None
 
 
@@ -52,7 +56,7 @@ def test_every_scenario_is_reported(quick_results: tuple[dict[str, Any], Path]) 
         assert results["machine"][key]
     markdown = (out / "latest.md").read_text(encoding="utf-8")
     for heading in (
-        "## Targets (issue #8)",
+        "## Targets (issue #18)",
         "## Do the contenders agree?",
         "## a. SELECT 1",
         "## b. Grafana panel query",
@@ -60,12 +64,18 @@ def test_every_scenario_is_reported(quick_results: tuple[dict[str, Any], Path]) 
         "## d. Full scan",
         "## e. Concurrency scaling",
         "## f. Time to first batch",
+        "## g. 8 clients in 8 processes",
+        "## Server memory over the whole run",
         "## Parallel fetch",
         "## Machine",
     ):
         assert heading in markdown
-    assert "| contender | variant |" in markdown and "vs in-process | vs roapi |" in markdown
+    assert "| contender | variant |" in markdown
+    assert "| vs in-process | vs roapi | vs roapi-file |" in markdown
     assert len(results["targets"]) == len(targets.TARGETS)
+    load = f"Load average {', '.join(f'{v:.2f}' for v in results['config']['load_average_start'])}"
+    assert load in markdown.split("## Targets (issue #18)")[1]  # the targets say their load
+    assert len(results["load_average_end"]) == 3
     if results["plots"]:  # matplotlib is in the bench extra, not required
         assert {Path(p).name for p in results["plots"]} == {
             "scaling.png",
@@ -79,11 +89,16 @@ def test_roapi_takes_part_exactly_when_installed(
     quick_results: tuple[dict[str, Any], Path],
 ) -> None:
     results, out = quick_results
-    expected = {OURS, INPROCESS} | ({ROAPI} if ROAPI_INSTALLED else set())
-    for scenario in ("select1", "panel", "dashboard", "scan", "scaling"):
+    expected = {OURS, INPROCESS} | (set(ROAPIS) if ROAPI_INSTALLED else set())
+    for scenario in SHARED:
         assert _contenders(results, scenario) == expected, scenario
+    servers = expected - {INPROCESS}  # memory is measured for every server, both roapi modes
+    assert set(results["server_rss"]) == servers
+    assert set(results["scan"]["rss"]) == servers
+    for name in ROAPIS:
+        status = results["contenders"][name]["status"]
+        assert status == ("ok" if ROAPI_INSTALLED else "not installed"), name
     if not ROAPI_INSTALLED:
-        assert results["contenders"][ROAPI]["status"] == "not installed"
         assert "n/a (not installed)" in (out / "latest.md").read_text(encoding="utf-8")
 
 
@@ -125,6 +140,17 @@ def test_measurements_are_consistent(quick_results: tuple[dict[str, Any], Path])
     clients = [row["clients"] for row in results["scaling"]["rows"] if row["contender"] == OURS]
     assert clients == [1, 2, 4, 8]
     assert all(row["queries"] > 0 for row in results["scaling"]["rows"])
+    processes = {row["contender"]: row for row in results["processes"]["rows"]}
+    assert processes[INPROCESS]["variant"] == "8 threads, one process"
+    for name, row in processes.items():
+        assert row["clients"] == 8 and row["queries"] > 0
+        assert row["seconds"] >= results["processes"]["seconds"]  # until the last query ends
+        assert row["qps"] == pytest.approx(row["queries"] / row["seconds"])
+        if name != INPROCESS:
+            assert row["variant"] == "8 processes, ADBC"
+    for name, rss in results["server_rss"].items():
+        assert 0 < rss["start_mb"] <= rss["peak_mb"] and rss["end_mb"] <= rss["peak_mb"]
+        assert rss["peak_mb"] >= results["scan"]["rss"][name]["peak_mb"]  # over the whole run
     parallel = results["parallel"]
     assert parallel["supported"] == (parallel["endpoints_for_probe"] > 1)
 
@@ -167,16 +193,76 @@ def test_slow_calls_get_fewer_but_spread_samples() -> None:
     assert scenarios.MIN_SAMPLES <= stats["slow"].n < 50
 
 
+def _targets_by_goal(results: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(t["target"], t["goal"]): t for t in results["targets"]}
+
+
+def test_every_target_of_the_issue_is_evaluated(
+    quick_results: tuple[dict[str, Any], Path],
+) -> None:
+    results, _ = quick_results
+    by_goal = _targets_by_goal(results)
+    assert len(by_goal) == len(results["targets"]) == 11  # issue #18 lists eleven
+    # (label, goal) -> the measure of our row it reads: (scenario, variant, key)
+    select1 = ("select1", "ADBC", "p50_ms")
+    pyarrow = ("select1", "pyarrow GetFlightInfo+DoGet", "p50_ms")
+    panel = ("panel", "file, SQL", "p50_ms")
+    processes = ("processes", "8 processes, ADBC", "qps")
+    scan = ("scan", "ADBC", "rows_per_s")
+    qps = "8 clients: queries/s (processes; in-process: threads)"
+    expected = {
+        ("SELECT 1 p50 (ADBC), ms", "<= 1 x roapi"): select1,
+        ("SELECT 1 p50 (pyarrow GetFlightInfo+DoGet), ms", "<= 1 x roapi"): pyarrow,
+        ("panel p50 (file, SQL), ms", "<= 1.1 x in-process"): panel,
+        ("panel p50 (file, SQL), ms", "<= 0.9 x roapi"): panel,
+        (qps, ">= 1.2 x roapi"): processes,
+        (qps, ">= 0.9 x in-process"): processes,
+        ("full scan rows/s (ADBC)", ">= 0.6 x in-process"): scan,
+        ("full scan rows/s (ADBC)", ">= 1.5 x roapi"): scan,
+        ("full scan time to first batch, share", "<= 0.05"): ("scan", "ADBC", "ttfb_share"),
+    }
+    for key, (scenario, variant, measure) in expected.items():
+        t = by_goal[key]
+        ours = targets.find_row(results, scenario, OURS, variant)
+        assert ours["variant"] == variant and t["ours"] == ours[measure], key
+        if t["ref"] is None:
+            assert t["value"] == t["ours"] and t["met"] == (t["value"] <= 0.05)
+        elif t["ref"] == INPROCESS or ROAPI_INSTALLED:
+            reference = targets.find_row(results, scenario, t["ref"], variant)
+            assert t["reference"] == reference[measure], key
+            assert t["value"] == pytest.approx(t["ours"] / t["reference"]), key
+            assert t["met"] is not None
+        else:
+            assert t["reference"] is None and t["value"] is None and t["met"] is None
+    memory = results["server_rss"]
+    absolute = by_goal[("peak server memory over the whole run, MB", "<= 800")]
+    assert absolute["ours"] == absolute["value"] == memory[OURS]["peak_mb"]
+    assert absolute["met"] == (absolute["value"] <= 800)
+    relative = by_goal[("peak server memory over the whole run, MB", "<= 1.5 x roapi")]
+    if ROAPI_INSTALLED:
+        assert relative["reference"] == memory[ROAPI]["peak_mb"]  # the memory mode's peak
+        assert relative["value"] == pytest.approx(
+            memory[OURS]["peak_mb"] / memory[ROAPI]["peak_mb"]
+        )
+    else:
+        assert relative["met"] is None
+
+
 def test_report_renders_without_roapi(quick_results: tuple[dict[str, Any], Path]) -> None:
     results, _ = quick_results
     stripped = {
         **results,
-        "contenders": {**results["contenders"], ROAPI: {"status": "not installed", "version": ""}},
+        "contenders": {
+            **results["contenders"],
+            **{name: {"status": "not installed", "version": ""} for name in ROAPIS},
+        },
+        "server_rss": {k: v for k, v in results["server_rss"].items() if k not in ROAPIS},
     }
-    for scenario in ("select1", "panel", "dashboard", "scan", "scaling"):
-        rows = [row for row in results[scenario]["rows"] if row["contender"] != ROAPI]
+    for scenario in SHARED:
+        rows = [row for row in results[scenario]["rows"] if row["contender"] not in ROAPIS]
         stripped[scenario] = {**results[scenario], "rows": rows}
     markdown = report.render_markdown(stripped)
     assert "n/a (not installed)" in markdown
-    roapi_targets = [t for t in targets.evaluate_targets(stripped) if "roapi" in t["goal"]]
-    assert roapi_targets and all(t["met"] is None for t in roapi_targets)
+    roapi_targets = [t for t in targets.evaluate_targets(stripped) if t["ref"] == ROAPI]
+    assert len(roapi_targets) == 6 and all(t["met"] is None for t in roapi_targets)
+    assert all(t["met"] is not None for t in targets.evaluate_targets(stripped) if t["ref"] is None)
