@@ -53,12 +53,13 @@ class ServiceProcesses:
         return _Memory(self.memory())
 
     def cpu_seconds(self) -> float:
-        """CPU time used so far by the processes alive now."""
+        """CPU time used so far by the service, the processes that ended included (a
+        replaced engine worker's time stays with the fork server that reaped it)."""
         return sum(self._cpu_by_pid().values())
 
     def cpu_percent(self) -> float:
         """Percent of one core the service used since the previous call (as psutil's: the
-        first call returns 0). A process that ended in between no longer counts."""
+        first call returns 0)."""
         readings = self._cpu_by_pid()
         stamp = time.monotonic()
         previous, self._cpu = self._cpu, {**readings, -1: stamp}
@@ -69,12 +70,15 @@ class ServiceProcesses:
         return 100.0 * used / elapsed if elapsed > 0 else 0.0
 
     def _cpu_by_pid(self) -> dict[int, float]:
-        """User + system CPU seconds of each process alive now."""
+        """User + system CPU seconds of each process alive now, with those of its children
+        that ended and were reaped."""
         readings: dict[int, float] = {}
         for process in self.processes():
             try:
                 times = process.cpu_times()
             except psutil.Error:
                 continue  # a worker that ended between listing and reading
-            readings[process.pid] = times.user + times.system
+            readings[process.pid] = (
+                times.user + times.system + times.children_user + times.children_system
+            )
         return readings

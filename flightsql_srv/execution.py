@@ -17,7 +17,8 @@ import pyarrow.flight as flight
 from flightsql_srv.audit import Auditor, QueryRecord
 from flightsql_srv.errors import Overloaded
 from flightsql_srv.query import Query
-from flightsql_srv.workers.pool import EnginePool, outcome_of
+from flightsql_srv.workers.deaths import outcome_of
+from flightsql_srv.workers.pool import EnginePool
 from flightsql_srv.workers.protocol import FinishReply, PlanReply, WorkRequest
 
 __all__ = ["Executor", "ReadyResults"]

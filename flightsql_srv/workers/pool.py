@@ -16,7 +16,6 @@ import logging
 import multiprocessing
 import os
 import shutil
-import signal
 import tempfile
 import threading
 import time
@@ -32,8 +31,9 @@ import pyarrow.flight as flight
 from flightsql_srv.admission import Admission
 from flightsql_srv.catalog import SchemaDecl
 from flightsql_srv.config import Settings
-from flightsql_srv.errors import Overloaded, ResourceExhausted
+from flightsql_srv.errors import Overloaded
 from flightsql_srv.workers import worker as worker_process
+from flightsql_srv.workers.deaths import death_error, exit_reason, outcome_of
 from flightsql_srv.workers.protocol import (
     CANCEL,
     DROP,
@@ -50,7 +50,7 @@ from flightsql_srv.workers.protocol import (
     read_inline,
 )
 
-__all__ = ["EnginePool", "Lease", "memory_of", "outcome_of"]
+__all__ = ["EnginePool", "Lease", "memory_of"]
 
 log = logging.getLogger("flightsql_srv.workers")
 
@@ -577,21 +577,8 @@ class EnginePool:
             )
             return error
         # Mark it before its lease ends, so the dead worker is never handed out again.
-        worker.kill_reason = worker.kill_reason or _exit_reason(worker.process)
-        return self._death_error(lease, worker.kill_reason)
-
-    def _death_error(self, lease: Lease, reason: str) -> Exception:
-        """The client-facing error for a query whose worker ended for ``reason``."""
-        cls, template = _DEATHS.get(reason, _CRASHED)
-        error: Exception = cls(
-            template.format(
-                query=f"query {lease.query_id}",
-                reason=reason,
-                query_timeout=self._settings.query_timeout,
-                memory_limit=self._settings.memory_limit,
-            )
-        )
-        return error
+        worker.kill_reason = worker.kill_reason or exit_reason(worker.process)
+        return death_error(lease.query_id, worker.kill_reason, self._settings)
 
     def kill(self, worker: _Worker, reason: str) -> None:
         """Kill a worker for ``reason``; the supervisor replaces it."""
@@ -693,7 +680,7 @@ class EnginePool:
             self._workers.remove(worker)
             if worker in self._idle:
                 self._idle.remove(worker)
-        reason = worker.kill_reason or _exit_reason(worker.process)
+        reason = worker.kill_reason or exit_reason(worker.process)
         lease = worker.lease
         expected = reason in ("reload", "recycled", "stopped")
         (log.info if expected else log.warning)(
@@ -759,58 +746,5 @@ class EnginePool:
             return [w.process.pid for w in self._workers if w.process.pid]
 
 
-#: Why a worker ended → the error its query gets (anything else is a crash).
-_DEATHS: dict[str, tuple[type[Exception], str]] = {
-    "timeout": (
-        flight.FlightTimedOutError,
-        "{query} exceeded query_timeout ({query_timeout:g} s); narrow it or ask the operator "
-        "to raise the limit",
-    ),
-    "cancelled": (flight.FlightCancelledError, "{query} was cancelled"),
-    "disconnected": (flight.FlightCancelledError, "{query} stopped: the client went away"),
-    "memory": (
-        ResourceExhausted,
-        "{query} needed more memory than memory_limit ({memory_limit}) allows and was "
-        "stopped; narrow it (filters, fewer columns or rows, a LIMIT, smaller literals) or ask "
-        "the operator to raise memory_limit",
-    ),
-    "stopped": (
-        flight.FlightUnavailableError,
-        "{query} stopped: the server is shutting down; retry",
-    ),
-    "reload": (
-        flight.FlightUnavailableError,
-        "{query} stopped: its engine worker was replaced (catalog reload); retry",
-    ),
-}
-_CRASHED = (
-    flight.FlightInternalError,
-    "{query} crashed its engine worker ({reason}); the server and other queries are not "
-    "affected. This is an engine bug: simplify the query (e.g. fewer nested expressions) and "
-    "report it with the query id",
-)
-
-
 def _options(timeout: float) -> flight.FlightCallOptions:
     return flight.FlightCallOptions(timeout=timeout or None)
-
-
-def outcome_of(error: Exception) -> tuple[str, str]:
-    """(audit outcome, error class) of a query that failed with ``error``."""
-    if isinstance(error, flight.FlightTimedOutError):
-        return "timeout", "DEADLINE_EXCEEDED"
-    if isinstance(error, flight.FlightCancelledError):
-        return "cancelled", "CANCELLED"
-    return "error", type(error).__name__
-
-
-def _exit_reason(process: BaseProcess) -> str:
-    code = process.exitcode
-    if code == worker_process.EXIT_STALLED:
-        return "stalled"
-    if code is not None and code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exited with status {code}"
