@@ -17,12 +17,9 @@ __all__ = [
     "operator_counts",
     "quote_name",
     "NON_CODE_PATTERN",
+    "MAX_PLACEHOLDERS",
 ]
 
-_PLACEHOLDER = re.compile(r"\$(\d+|[A-Za-z_][A-Za-z0-9_]*)")
-#: ``?`` (numbered in order) or ``?N`` (SQLite's explicit form). DataFusion's SQL has no
-#: ``?`` operator (its dialect parses PostgreSQL's JSON ``?``, ``?|`` and ``?&`` as errors).
-_QMARK = re.compile(r"\?(\d*)")
 _SET_OPERATION = re.compile(r"\b(?:UNION|INTERSECT|EXCEPT)\b", re.IGNORECASE)
 _OPERATOR = re.compile(r"\b(?:AND|OR)\b|\|\||<>|!=|<=|>=|[-+*/%<>=]", re.IGNORECASE)
 
@@ -38,11 +35,13 @@ class Segment:
 
 #: Regex alternatives for everything that is not code (verbose syntax). Every branch starts
 #: with a literal character so the regex engine skips plain text in C.
+#: Possessive quantifiers throughout: each character is looked at once, so a megabyte of
+#: ``*`` or ``''`` costs milliseconds, not the 0.1 s per pass the backtracking form did.
 NON_CODE_PATTERN = r"""
-      '(?:[^']+|'')*'?                  # string literal ('' escapes; may be unterminated)
-    | "(?:[^"]+|"")*"?                  # quoted identifier
-    | --[^\n]*                          # line comment
-    | /\*(?:[^*]+|\*(?!/))*(?:\*/)?     # block comment (no nesting)
+      '[^']*+(?:''[^']*+)*+'?                       # string literal ('' escapes)
+    | "[^"]*+(?:""[^"]*+)*+"?                       # quoted identifier
+    | --[^\n]*+                                     # line comment
+    | /\*[^*]*+(?:\*++(?!/)[^*]*+)*+(?:\*++/)?      # block comment
 """
 _NON_CODE = re.compile(NON_CODE_PATTERN, re.VERBOSE)
 
@@ -60,6 +59,47 @@ def segments(sql: str) -> Iterator[Segment]:
         yield Segment(start, len(sql), True)
 
 
+def _in_code(token: str, stop: str, lone: str = "") -> re.Pattern[str]:
+    """Matches (at a position) the code up to the next ``token`` in it, then the token
+    (named group ``at`` where it starts). ``stop`` is the character tokens start with;
+    ``lone`` matches one that starts none. One Python call per token: literals and comments
+    are skipped in C."""
+    lone = f"| {lone}" if lone else ""
+    return re.compile(
+        rf"(?:[^'\"/\-{re.escape(stop)}]++|{NON_CODE_PATTERN}| [/\-] {lone})*+(?P<at>{token})",
+        re.VERBOSE,
+    )
+
+
+#: ``$`` placeholders, and ``?`` (numbered in order) or ``?N`` (SQLite's explicit form).
+#: DataFusion's SQL has no ``?`` operator (its dialect parses PostgreSQL's JSON ``?``, ``?|``
+#: and ``?&`` as errors).
+_PLACEHOLDER_IN_CODE = _in_code(
+    r"\$(?P<name>\d+|[A-Za-z_][A-Za-z0-9_]*)", "$", lone=r"\$(?![0-9A-Za-z_])"
+)
+_QMARK_IN_CODE = _in_code(r"\?(?P<n>\d*)", "?")
+
+
+#: Placeholders a query may hold (PostgreSQL's limit): a megabyte of them would cost the
+#: front a fifth of a second to number.
+MAX_PLACEHOLDERS = 65535
+
+
+def _tokens(sql: str, pattern: re.Pattern[str]) -> Iterator[re.Match[str]]:
+    pos = 0
+    for _ in range(MAX_PLACEHOLDERS):
+        match = pattern.match(sql, pos)
+        if match is None:
+            return
+        yield match
+        pos = match.end()
+    if pattern.match(sql, pos) is not None:
+        raise InvalidArgument(
+            f"the query has more than {MAX_PLACEHOLDERS} placeholders; bind fewer values "
+            "(e.g. a long IN list as one array parameter)"
+        )
+
+
 def placeholders(sql: str) -> list[str]:
     """Parameter placeholders without ``$``: numbered ones (``$1``, ``$2``, ...) by number,
     then named ones (``$name``) in order of first use. This is the parameter schema's
@@ -67,14 +107,11 @@ def placeholders(sql: str) -> list[str]:
 
     ``$__name`` is a macro, not a placeholder.
     """
-    found: list[str] = []
-    for seg in segments(sql):
-        if not seg.code:
-            continue
-        for match in _PLACEHOLDER.finditer(sql, seg.start, seg.end):
-            name = match.group(1)
-            if not name.startswith("__") and name not in found:
-                found.append(name)
+    found: dict[str, None] = {}  # ordered, and a set: 100,000 names stay fast
+    for match in _tokens(sql, _PLACEHOLDER_IN_CODE):
+        name = match.group("name")
+        if not name.startswith("__"):
+            found.setdefault(name)
     numbered = sorted((p for p in found if p.isdigit()), key=int)
     return numbered + [p for p in found if not p.isdigit()]
 
@@ -93,17 +130,14 @@ def number_qmarks(sql: str) -> str:
     parts: list[str] = []
     start = count = 0
     bare = numbered = False
-    for seg in segments(sql):
-        if not seg.code:
-            continue
-        for match in _QMARK.finditer(sql, seg.start, seg.end):
-            if match.group(1):
-                numbered, number = True, match.group(1)
-            else:
-                bare, count = True, count + 1
-                number = str(count)
-            parts += [sql[start : match.start()], "$", number]
-            start = match.end()
+    for match in _tokens(sql, _QMARK_IN_CODE):
+        if match.group("n"):
+            numbered, number = True, match.group("n")
+        else:
+            bare, count = True, count + 1
+            number = str(count)
+        parts += [sql[start : match.start("at")], "$", number]
+        start = match.end()
     if not parts:
         return sql
     if bare and numbered:

@@ -51,20 +51,13 @@ _SCAN = re.compile(
 )
 _SKIP = frozenset("'\"-/")
 
-# NON_CODE_PATTERN's literals and comments, possessive: what these match is never given back.
-_NON_CODE_POSSESSIVE = r"""
-      '(?:[^']++|'')*+'?
-    | "(?:[^"]++|"")*+"?
-    | --[^\n]*+
-    | /\*(?:[^*]++|\*(?!/))*+(?:\*/)?
-"""
 #: Matches (at a position) everything up to the next ``$__name`` in code, or to the end.
 SKIP_TO_MACRO = re.compile(
-    r"(?:[^'\"$/\-]++|" + _NON_CODE_POSSESSIVE + r"| [/\-] | \$(?!__[A-Za-z0-9_]))*+", re.VERBOSE
+    r"(?:[^'\"$/\-]++|" + NON_CODE_PATTERN + r"| [/\-] | \$(?!__[A-Za-z0-9_]))*+", re.VERBOSE
 )
 #: Matches (at a position) everything up to the next ``$__name``, ``(``, ``)`` or ``,`` in code.
 SKIP_TO_TOKEN = re.compile(
-    r"(?:[^'\"$/\-(),]++|" + _NON_CODE_POSSESSIVE + r"| [/\-] | \$(?!__[A-Za-z0-9_]))*+", re.VERBOSE
+    r"(?:[^'\"$/\-(),]++|" + NON_CODE_PATTERN + r"| [/\-] | \$(?!__[A-Za-z0-9_]))*+", re.VERBOSE
 )
 #: A macro name token at a position where ``$__`` starts.
 NAME = re.compile(r"\$__[A-Za-z0-9_]+")
