@@ -397,14 +397,13 @@ class EnginePool:
         expired, or the DoGet asks for something else: then it is dropped)."""
         with self._cond:
             lease = self._parked.get(query_id)
-            if lease is None or lease.request_key != key:
-                lease = None
-            else:
+            if lease is not None and lease.request_key == key:
                 del self._parked[query_id]
                 lease.phase, lease.context, lease.cancelled = "starting", context, cancelled
-        if lease is None:
+                return lease
+        if lease is not None:
             self.drop(query_id)
-        return lease
+        return None
 
     def drop(self, query_id: str) -> None:
         """Give up a parked result (its query was cancelled, or nobody fetched it in time)."""

@@ -220,6 +220,12 @@ class _Early:
             self._rest.close()
         return True
 
+    def abandon(self) -> None:
+        """End it once the engine is done with it (the front drops a result before the
+        worker runs another query, so this is not expected)."""
+        self.ready.wait()
+        self.drop()
+
 
 class EngineWorker(flight.FlightServerBase):  # type: ignore[misc]
     """The worker's Flight server (see the module docstring)."""
@@ -275,15 +281,13 @@ class EngineWorker(flight.FlightServerBase):  # type: ignore[misc]
     def do_get(
         self, context: flight.ServerCallContext, ticket: flight.Ticket
     ) -> flight.FlightDataStream:
-        stream: _Stream | None = None
         try:
             request = WorkRequest.decode(ticket.ticket)
             early, self.early = self.early, None
             if early is not None and early.query_id == request.query_id:
                 return early.resume()
-            if early is not None:  # not fetched (the front drops it first: not expected)
-                early.ready.wait()
-                early.drop()
+            if early is not None:
+                early.abandon()
             stream, schema, batches = self._start(request)
         except Exception as exc:
             raise error_to_flight(exc) from None
@@ -309,9 +313,8 @@ class EngineWorker(flight.FlightServerBase):  # type: ignore[misc]
     def _run_early(self, request: WorkRequest, plan: Plan) -> list[Any]:
         """Start a planned query at GetFlightInfo (see :class:`_Early`): a small result that
         is over within :data:`EARLY_WAIT_S` comes with the reply, anything else waits."""
-        if self.early is not None:  # not fetched (the front drops it first: not expected)
-            self.early.ready.wait()
-            self.early.drop()
+        if self.early is not None:
+            self.early.abandon()
         early = _Early(request, plan, self._start, self._runner)
         if early.ready.wait(EARLY_WAIT_S) and early.complete and early.error is None:
             return [PlanReply(plan.schema, 1, INLINE).encode(), flight.Result(early.inline())]
