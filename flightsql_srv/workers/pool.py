@@ -61,6 +61,8 @@ _IDLE_CHECK_S = 0.25
 #: reader that went away) before it is killed.
 _GRACE_S = 1.0
 _START_TIMEOUT_S = 120.0
+#: Idle workers a health probe asks before it gives up (each may be taken meanwhile).
+_PROBE_ATTEMPTS = 3
 #: How long the question "how did the stream end" may wait in the worker (a stream lasts at
 #: most query_timeout; without one, this).
 _STREAM_WAIT_S = 7 * 86400.0
@@ -711,21 +713,36 @@ class EnginePool:
 
     def probe(self) -> None:
         """Raise unless the supervisor runs and a worker answers (an idle one runs a trivial
-        query; busy ones count as alive)."""
+        query; busy ones count as alive).
+
+        A worker that is leased, recycled or killed while it is being asked proves nothing
+        either way: another idle one is asked instead, so a query's death (or a memory kill)
+        never reads as the whole engine failing.
+        """
         if not self._supervisor.is_alive():
             raise RuntimeError("the engine supervisor is not running")
-        with self._cond:
-            idle = self._idle[-1] if self._idle else None
-            busy = any(w.lease is not None and w.process.is_alive() for w in self._workers)
-        if idle is not None and idle.client is not None:
+        for _ in range(_PROBE_ATTEMPTS):
+            with self._cond:
+                # The oldest idle worker: leases take the newest, so it is the least likely
+                # to be taken while it answers.
+                idle = self._idle[0] if self._idle else None
+                busy = any(w.lease is not None and w.process.is_alive() for w in self._workers)
+                starting = self._starting > 0
+            if idle is None or idle.client is None:
+                if busy or starting:
+                    return
+                raise RuntimeError("no engine worker is running")
             try:
                 list(idle.client.do_action(flight.Action(PROBE, b""), _options(5.0)))
                 return
             except (flight.FlightError, pa.ArrowException):
-                if idle.process.is_alive() and not busy:
+                with self._cond:
+                    still_idle = idle in self._idle and idle.process.is_alive()
+                if still_idle and not busy:
                     raise
-        if not busy and idle is None:
-            raise RuntimeError("no engine worker is running")
+                if still_idle:
+                    return  # slow under load, but the busy workers answer their queries
+        raise RuntimeError("every engine worker asked ended or was taken while answering")
 
     def states(self) -> dict[str, int]:
         """Workers by state: idle, busy, starting."""
