@@ -109,8 +109,8 @@ class Metrics:
         )
         self.query_memory = Gauge(
             "flightsql_engine_query_memory_bytes",
-            "Memory the engine workers hold above their start: what running queries use "
-            "(memory_limit bounds it).",
+            "Memory the engine workers hold above their start: what running queries use and "
+            "what idle workers kept from earlier ones (memory_limit bounds the sum).",
             registry=self.registry,
         )
         self._calls = 0

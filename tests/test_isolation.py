@@ -78,6 +78,7 @@ def _start(*args: str, **kwargs: Any) -> Iterator[Server]:
         yield Server(port, health, metrics, proc.pid)
 
 
+LIMIT_BYTES = 256 * 2**20
 LIMITS = (
     "--memory-limit",
     "256MiB",
@@ -290,6 +291,25 @@ def test_many_planning_bombs_stay_within_the_limit(srv: Server) -> None:
 
 
 # -- 4. no freezes --------------------------------------------------------------------------
+
+
+def test_memory_idle_workers_kept_counts_against_the_limit(srv: Server) -> None:
+    """Workers keep what their queries allocated (the allocators do not give it back); with
+    two of them holding ~200 MB each after queries the pool refused, the service would sit
+    at 1.5x memory_limit while idle. Idle workers are replaced, biggest first, instead."""
+    _after_idle(srv)
+    hoarder = "select cardinality(array_agg(value)) from range(20000000)"
+    for _ in range(2):
+        queries = [_in_background(lambda: _rows(srv.uri, hoarder)) for _ in range(2)]
+        for thread, _ in queries:
+            thread.join(30)
+    held = srv.metric("flightsql_engine_query_memory_bytes")
+    assert until(lambda: srv.metric("flightsql_engine_query_memory_bytes") <= LIMIT_BYTES, 2), (
+        f"idle workers hold {srv.metric('flightsql_engine_query_memory_bytes') / 2**20:.0f} "
+        f"MiB, memory_limit is {LIMIT_BYTES / 2**20:.0f} MiB"
+    )
+    print(f"\nheld after the queries: {held / 2**20:.0f} MiB (memory_limit 256 MiB)")
+    assert _rows(srv.uri, "select 1 as x") == 1
 
 
 def test_health_answers_fast_while_the_engine_is_saturated(srv: Server) -> None:

@@ -111,6 +111,8 @@ class _Worker:
     lease: Lease | None = None
     kill_reason: str | None = None
     idle_since: float = 0.0
+    #: :meth:`usage` while idle: what earlier queries left (measured at every idle check).
+    kept: int = 0
 
     def usage(self) -> int:
         return max(0, memory_of(self.process.pid or 0) - self.baseline)
@@ -523,6 +525,7 @@ class EnginePool:
             fresh = worker.generation == self._generation and kept <= _KEEP_BYTES
             if alive and fresh:
                 worker.idle_since = time.monotonic()
+                worker.kept = kept
                 self._idle.append(worker)
                 self._cond.notify()
         if alive and not fresh:
@@ -616,24 +619,43 @@ class EnginePool:
             if lease is not None:
                 self._check_lease(lease, now)
                 usage[worker] = worker.usage()
-            elif worker in self._idle and now - worker.idle_since > _IDLE_RECYCLE_S:
-                if worker.usage() > _RETAIN_BYTES:
+            elif worker in self._idle:
+                # Its last query may still be handing memory back (or taking it: an early
+                # result's thread) when the lease ends: measure again.
+                worker.kept = worker.usage()
+                if now - worker.idle_since > _IDLE_RECYCLE_S and worker.kept > _RETAIN_BYTES:
                     self._retire(worker, "recycled")
-        limit = self._memory_limit
-        if limit is not None and usage and sum(usage.values()) > limit:
-            biggest = max(usage, key=lambda w: usage[w])
-            log.warning(
-                "memory_limit crossed: stopping the query using the most",
-                extra={
-                    "fields": {
-                        "query_id": biggest.lease.query_id if biggest.lease else "",
-                        "query_bytes": usage[biggest],
-                        "all_queries_bytes": sum(usage.values()),
-                        "memory_limit_bytes": limit,
-                    }
-                },
-            )
-            self.kill(biggest, "memory")
+        if self._memory_limit is not None and (usage or idle_check):
+            self._hold_memory_limit(usage, self._memory_limit)
+
+    def _hold_memory_limit(self, usage: dict[_Worker, int], limit: int) -> None:
+        """Keep what the workers hold above their start within ``limit``: the running
+        queries' workers (``usage``) and the memory idle workers kept from earlier queries,
+        which the allocators do not give back. Idle workers go first, biggest first (that
+        costs no query); then the query using the most is stopped."""
+        with self._cond:
+            idle = sorted((w for w in self._idle if w.kept), key=lambda w: w.kept, reverse=True)
+        total = sum(usage.values()) + sum(w.kept for w in idle)
+        for worker in idle:
+            if total <= limit:
+                return
+            total -= worker.kept
+            self._retire(worker, "recycled")
+        if not usage or total <= limit:
+            return
+        biggest = max(usage, key=lambda w: usage[w])
+        log.warning(
+            "memory_limit crossed: stopping the query using the most",
+            extra={
+                "fields": {
+                    "query_id": biggest.lease.query_id if biggest.lease else "",
+                    "query_bytes": usage[biggest],
+                    "all_queries_bytes": total,
+                    "memory_limit_bytes": limit,
+                }
+            },
+        )
+        self.kill(biggest, "memory")
 
     def _check_lease(self, lease: Lease, now: float) -> None:
         if lease.phase in ("finishing", "ended", "dropping"):
@@ -711,29 +733,35 @@ class EnginePool:
         """Which catalog the workers serve (it changes with every reload)."""
         return self._generation
 
-    def probe(self) -> None:
-        """Raise unless the supervisor runs and a worker answers (an idle one runs a trivial
-        query; busy ones count as alive).
+    def probe(self, timeout: float = 5.0) -> None:
+        """Raise unless the supervisor runs and a worker answers within ``timeout`` seconds
+        (an idle one runs a trivial query; busy ones count as alive).
 
         A worker that is leased, recycled or killed while it is being asked proves nothing
         either way: another idle one is asked instead, so a query's death (or a memory kill)
-        never reads as the whole engine failing.
+        never reads as the whole engine failing. Workers being replaced are waited for.
         """
         if not self._supervisor.is_alive():
             raise RuntimeError("the engine supervisor is not running")
+        deadline = time.monotonic() + timeout
         for _ in range(_PROBE_ATTEMPTS):
             with self._cond:
+                busy = any(w.lease is not None and w.process.is_alive() for w in self._workers)
+                if not busy:
+                    self._cond.wait_for(
+                        lambda: self._idle or self._stopping,
+                        max(0.0, deadline - time.monotonic()),
+                    )
                 # The oldest idle worker: leases take the newest, so it is the least likely
                 # to be taken while it answers.
                 idle = self._idle[0] if self._idle else None
-                busy = any(w.lease is not None and w.process.is_alive() for w in self._workers)
-                starting = self._starting > 0
             if idle is None or idle.client is None:
-                if busy or starting:
+                if busy:
                     return
                 raise RuntimeError("no engine worker is running")
             try:
-                list(idle.client.do_action(flight.Action(PROBE, b""), _options(5.0)))
+                remaining = max(0.5, deadline - time.monotonic())
+                list(idle.client.do_action(flight.Action(PROBE, b""), _options(remaining)))
                 return
             except (flight.FlightError, pa.ArrowException):
                 with self._cond:
