@@ -620,10 +620,12 @@ class EnginePool:
                 self._check_lease(lease, now)
                 usage[worker] = worker.usage()
             elif worker in self._idle:
-                # Its last query may still be handing memory back (or taking it: an early
-                # result's thread) when the lease ends: measure again.
-                worker.kept = worker.usage()
-                if now - worker.idle_since > _IDLE_RECYCLE_S and worker.kept > _RETAIN_BYTES:
+                due = now - worker.idle_since > _IDLE_RECYCLE_S
+                if due or self._memory_limit is not None:
+                    # Its last query may still be handing memory back (or taking it: an
+                    # early result's thread) when the lease ends: measure again.
+                    worker.kept = worker.usage()
+                if due and worker.kept > _RETAIN_BYTES:
                     self._retire(worker, "recycled")
         if self._memory_limit is not None and (usage or idle_check):
             self._hold_memory_limit(usage, self._memory_limit)
