@@ -137,6 +137,12 @@ class Settings:
         "share; a query whose engine worker grows the total past the limit is stopped with an "
         "error naming memory_limit (docs/architecture.md).",
     )
+    worker_recycle_memory: str = _opt(
+        "192MiB",
+        "An engine worker that keeps more than this above its start when a query ends is "
+        "replaced by a fresh one (one idle for 30 s, above half of it): DataFusion's allocator "
+        "keeps much of what queries free. A size like '192MiB', or 'unlimited'.",
+    )
     spill_dir: Path | None = _opt(None, "Directory for spill files (default: the system temp).")
     batch_size: int = _opt(
         0,
@@ -201,6 +207,7 @@ class Settings:
             if getattr(self, name) < 0:
                 raise ConfigError(f"setting '{name}' must be 0 or positive")
         self.memory_limit_bytes  # noqa: B018 - validates the setting
+        self.worker_recycle_bytes  # noqa: B018 - validates the setting
         if self.shutdown_grace < 0:
             raise ConfigError("setting 'shutdown_grace' must be 0 or positive")
         for name in ("ticket_ttl", "prepared_ttl"):
@@ -241,8 +248,6 @@ class Settings:
     def memory_limit_bytes(self) -> int | None:
         """The memory pool size in bytes; None for no limit."""
         text = self.memory_limit.strip().replace(" ", "")
-        if text.lower() in ("unlimited", "0", "none"):
-            return None
         if text.endswith("%"):
             try:
                 share = float(text[:-1])
@@ -251,14 +256,12 @@ class Settings:
             if not 0 < share <= 100:
                 raise ConfigError(f"setting 'memory_limit': {text!r} is not a share of 1-100%")
             return int(_physical_memory() * share / 100)
-        match = _SIZE.match(text)
-        if not match:
-            raise ConfigError(
-                f"setting 'memory_limit' must be like '50%', '8GiB', '512MB' or 'unlimited', "
-                f"got {self.memory_limit!r}"
-            )
-        number, unit = float(match.group(1)), match.group(2).lower()
-        return int(number * _UNITS[unit])
+        return _size_bytes("memory_limit", self.memory_limit, "'50%', '8GiB', '512MB'")
+
+    @property
+    def worker_recycle_bytes(self) -> int | None:
+        """``worker_recycle_memory`` in bytes; None: workers are never replaced for it."""
+        return _size_bytes("worker_recycle_memory", self.worker_recycle_memory, "'192MiB'")
 
     @property
     def macros_dir(self) -> Path:
@@ -277,6 +280,18 @@ _UNITS = {"": 1, "b": 1} | {
     for i, p in enumerate("kmgt")
     for suffix in ("b", "ib")
 }
+
+
+def _size_bytes(name: str, value: str, examples: str) -> int | None:
+    """A size setting in bytes ('512MB', '8GiB'); None for 'unlimited'."""
+    text = value.strip().replace(" ", "")
+    if text.lower() in ("unlimited", "0", "none"):
+        return None
+    match = _SIZE.match(text)
+    if not match:
+        raise ConfigError(f"setting '{name}' must be like {examples} or 'unlimited', got {value!r}")
+    number, unit = float(match.group(1)), match.group(2).lower()
+    return int(number * _UNITS[unit])
 
 
 def _physical_memory() -> int:

@@ -371,3 +371,16 @@ def test_serve_end_to_end(tmp_path: Path, record_property: pytest.RecordProperty
     print(f"\nserve: Popen to first answered query in {startup:.2f}s")
     assert startup < 10, f"startup took {startup:.1f}s"
     assert any('"serving"' in line for line in output), "no 'serving' log line"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("192MiB", 192 * 2**20), ("1GB", 10**9), ("unlimited", None), ("0", None)],
+)
+def test_worker_recycle_memory_is_a_size(value: str, expected: int | None) -> None:
+    assert Settings(worker_recycle_memory=value).worker_recycle_bytes == expected
+
+
+def test_worker_recycle_memory_refuses_a_share() -> None:
+    with pytest.raises(ConfigError, match=r"'worker_recycle_memory' must be like '192MiB'"):
+        Settings(worker_recycle_memory="50%")

@@ -13,6 +13,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,9 @@ LIMITS = (
     "5",
     "--stall-timeout",
     "2",
+    # The memory tests measure memory_limit alone: no worker is replaced for what it keeps.
+    "--worker-recycle-memory",
+    "unlimited",
 )
 
 
@@ -310,6 +314,28 @@ def test_memory_idle_workers_kept_counts_against_the_limit(srv: Server) -> None:
     )
     print(f"\nheld after the queries: {held / 2**20:.0f} MiB (memory_limit 256 MiB)")
     assert _rows(srv.uri, "select 1 as x") == 1
+
+
+def _recycled(srv: Server) -> float:
+    return srv.metric('flightsql_engine_worker_restarts_total{reason="recycled"}')
+
+
+def test_a_worker_that_keeps_too_much_is_replaced_after_its_query() -> None:
+    """The allocator keeps what a query freed (``srv`` shows it, with recycling off): a
+    worker keeping more than worker_recycle_memory is replaced when its query ends, so the
+    service goes back to its idle size."""
+    hoarder = "select cardinality(array_agg(value)) from range(20000000)"
+    recycling = contextmanager(_start)(
+        "--worker-recycle-memory", "64MiB", "--max-concurrent-queries", "2"
+    )
+    with recycling as small:
+        before = small.processes.memory()
+        assert _rows(small.uri, hoarder) == 1
+        assert until(lambda: _recycled(small) == 1, 10), "the worker was not replaced"
+        assert until(lambda: small.processes.memory() < before + 64 * 2**20, 10), (
+            f"{(small.processes.memory() - before) / 2**20:.0f} MiB more than before the query"
+        )
+        assert _rows(small.uri, "select 1 as x") == 1
 
 
 def test_health_answers_fast_while_the_engine_is_saturated(srv: Server) -> None:

@@ -66,14 +66,11 @@ _PROBE_ATTEMPTS = 3
 #: How long the question "how did the stream end" may wait in the worker (a stream lasts at
 #: most query_timeout; without one, this).
 _STREAM_WAIT_S = 7 * 86400.0
-#: A worker idle for _IDLE_RECYCLE_S that holds more than this above its start is replaced
-#: (not sooner: a fresh worker costs a fork and cold caches, and dashboards come back every
-#: few seconds)...
-_RETAIN_BYTES = 192 * 1024 * 1024
+#: A worker idle this long that holds more than half of worker_recycle_memory above its
+#: start is replaced (not sooner: a fresh worker costs a fork and cold caches, and
+#: dashboards come back every few seconds); one holding more than all of it is replaced
+#: when its query ends: under steady load a worker is never idle.
 _IDLE_RECYCLE_S = 30.0
-#: ...and so is one that holds more than this when its query ends: under steady load a
-#: worker is never idle, and each would keep its high-water mark (~1 GB with the load test).
-_KEEP_BYTES = 384 * 1024 * 1024
 #: Seconds a result run at GetFlightInfo waits in its worker for the DoGet (clients ask for
 #: it at once); then the worker is freed, and a later DoGet runs the query again.
 PARK_S = 5.0
@@ -167,6 +164,7 @@ class EnginePool:
         self.size = size
         self._on_restart = on_restart
         self._memory_limit = settings.memory_limit_bytes
+        self._recycle_bytes = settings.worker_recycle_bytes
         self._dir = tempfile.mkdtemp(prefix="flightsql-srv-workers-")
         self._cond = threading.Condition()
         self._workers: list[_Worker] = []
@@ -522,7 +520,7 @@ class EnginePool:
             alive = (
                 worker in self._workers and worker.kill_reason is None and worker.process.is_alive()
             )
-            fresh = worker.generation == self._generation and kept <= _KEEP_BYTES
+            fresh = worker.generation == self._generation and not self._worn(kept, 1)
             if alive and fresh:
                 worker.idle_since = time.monotonic()
                 worker.kept = kept
@@ -625,10 +623,15 @@ class EnginePool:
                     # Its last query may still be handing memory back (or taking it: an
                     # early result's thread) when the lease ends: measure again.
                     worker.kept = worker.usage()
-                if due and worker.kept > _RETAIN_BYTES:
+                if due and self._worn(worker.kept, 2):
                     self._retire(worker, "recycled")
         if self._memory_limit is not None and (usage or idle_check):
             self._hold_memory_limit(usage, self._memory_limit)
+
+    def _worn(self, kept: int, share: int) -> bool:
+        """Whether a worker keeping ``kept`` bytes is over ``1/share`` of
+        worker_recycle_memory (and so due for a fresh one)."""
+        return self._recycle_bytes is not None and kept > self._recycle_bytes // share
 
     def _hold_memory_limit(self, usage: dict[_Worker, int], limit: int) -> None:
         """Keep what the workers hold above their start within ``limit``: the running
