@@ -11,6 +11,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +96,7 @@ class ListenError(OSError):
 
 
 #: Every listener's setting and what it serves, in the order they are bound.
-_LISTENERS = {"port": "Flight SQL", "health_port": "gRPC health", "metrics_port": "metrics"}
+_LISTENERS = {"metrics_port": "metrics", "port": "Flight SQL", "health_port": "gRPC health"}
 
 
 def _in_use(host: str, port: int) -> bool:
@@ -137,34 +138,40 @@ def _flag(setting: str) -> str:
     return f"--{setting.replace('_', '-')} / {ENV_PREFIX}{setting.upper()}"
 
 
-def _start_health(settings: Settings, pool: EnginePool, *args: Any, **kwargs: Any) -> HealthService:
+# Each _start_* calls ``undo`` when its port cannot be bound: it stops the engine workers
+# (else exiting deletes the demo data they are still loading) and closes what is bound.
+
+
+def _start_health(
+    settings: Settings, undo: Callable[[], None], *args: Any, **kwargs: Any
+) -> HealthService:
     """Bind the health port (gRPC raises RuntimeError when it cannot)."""
     try:
         return HealthService(*args, **kwargs)
     except (RuntimeError, OSError) as exc:
-        pool.stop()  # else exiting deletes the demo data the workers are still loading
+        undo()
         raise _listen_error(settings, "health_port", exc) from None
 
 
-def _start_metrics(settings: Settings, pool: EnginePool, metrics: Metrics) -> int | None:
+def _start_metrics(settings: Settings, undo: Callable[[], None], metrics: Metrics) -> int | None:
     """Serve /metrics unless turned off (``metrics_port`` -1); the bound port."""
     if settings.metrics_port < 0:
         return None
     try:
         return metrics.serve(settings.host, settings.metrics_port)
     except OSError as exc:
-        pool.stop()
+        undo()
         raise _listen_error(settings, "metrics_port", exc) from None
 
 
 def _start_flight(
-    settings: Settings, pool: EnginePool, *args: Any, **kwargs: Any
+    settings: Settings, undo: Callable[[], None], *args: Any, **kwargs: Any
 ) -> FlightSqlServer:
     """Bind the Flight SQL port; a TLS file gRPC cannot use becomes a ConfigError."""
     try:
         return FlightSqlServer(*args, **kwargs)
     except pa.ArrowException as exc:
-        pool.stop()
+        undo()
         # pyarrow says only "Server did not start properly", whatever the cause.
         if settings.tls_cert is None or _in_use(settings.host, settings.port):
             raise _listen_error(settings, "port", exc) from None
@@ -241,9 +248,17 @@ class Service:
         self.pool.start()
         self.metrics.watch_workers(self.pool)
         executor = Executor(self.pool, Auditor(self.metrics), settings.query_timeout)
+
+        def undo() -> None:
+            self.pool.stop()
+            self.metrics.close()
+
+        # /metrics first: once the Flight port answers (a client's or a probe's first sign
+        # of life) every port is bound, the health port just after it.
+        self.metrics_port = _start_metrics(settings, self.pool.stop, self.metrics)
         self.flight = _start_flight(
             settings,
-            self.pool,
+            undo,
             f"{scheme}://{settings.host}:{settings.port}",
             self.engine,
             signer,
@@ -256,9 +271,14 @@ class Service:
             on_auth_failure=lambda reason: self.metrics.auth_failures.labels(reason).inc(),
             **tls,
         )
+
+        def undo_flight() -> None:
+            self.flight.shutdown()
+            undo()
+
         self.health = _start_health(
             settings,
-            self.pool,
+            undo_flight,
             settings.host,
             settings.health_port,
             self.pool.probe,
@@ -267,7 +287,6 @@ class Service:
         )
         self.port: int = self.flight.port
         self.health_port = self.health.port
-        self.metrics_port = _start_metrics(settings, self.pool, self.metrics)
         self._startup_s = time.monotonic() - started
         self._stopped = False
         self._reload_lock = threading.Lock()
@@ -451,6 +470,7 @@ class Service:
         closer.start()
         closer.join(_CANCEL_WAIT_S)
         self.health.stop()
+        self.metrics.close()
         self.pool.stop()
         clean = not closer.is_alive()
         if not clean:

@@ -11,7 +11,7 @@ import logging
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 __all__ = ["QueryRecord", "Auditor", "fingerprint"]
@@ -62,7 +62,11 @@ class Auditor:
 
     def finish(self, record: QueryRecord) -> None:
         record.total_s = time.monotonic() - record.started
-        fields: dict[str, Any] = {k: v for k, v in asdict(record).items() if k != "started"}
+        # A shallow copy: dataclasses.asdict deep-copies every field (~6 % of the front's
+        # Python time per SELECT 1).
+        fields: dict[str, Any] = dict(vars(record))
+        del fields["started"]
+        fields["client"] = dict(record.client)
         fields["fingerprint"] = fingerprint(record.sql)
         for key in ("plan_s", "first_batch_s", "total_s"):
             if fields[key] is not None:

@@ -10,6 +10,7 @@ import threading
 import time
 from functools import partial
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 import pyarrow.flight as flight
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
@@ -25,6 +26,7 @@ class Metrics:
     """The server's metric families, in their own registry."""
 
     def __init__(self) -> None:
+        self._http: WSGIServer | None = None
         self.registry = CollectorRegistry()
         self.rpcs = Counter(
             "flightsql_rpcs",
@@ -165,9 +167,16 @@ class Metrics:
 
     def serve(self, host: str, port: int) -> int:
         """Expose ``/metrics`` over HTTP; returns the bound port."""
-        server, _ = start_http_server(port, addr=host, registry=self.registry)
-        bound: int = server.server_port
+        self._http, _ = start_http_server(port, addr=host, registry=self.registry)
+        bound: int = self._http.server_port
         return bound
+
+    def close(self) -> None:
+        """Stop serving ``/metrics`` (nothing when it was not served)."""
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
 
 
 class _CallMetrics(flight.ServerMiddleware):  # type: ignore[misc]
