@@ -616,7 +616,8 @@ class EnginePool:
                 continue
             if lease is not None:
                 self._check_lease(lease, now)
-                usage[worker] = worker.usage()
+                if self._memory_limit is not None:  # a /proc read: only when it is needed
+                    usage[worker] = worker.usage()
             elif worker in self._idle:
                 due = now - worker.idle_since > _IDLE_RECYCLE_S
                 if due or self._memory_limit is not None:
