@@ -253,8 +253,8 @@ class Service:
             self.pool.stop()
             self.metrics.close()
 
-        # /metrics first: once the Flight port answers (a client's or a probe's first sign
-        # of life) every port is bound, the health port just after it.
+        # /metrics first, so that it is up once the Flight port answers (a client's or a
+        # test's first sign of life); health last, so that it never says SERVING early.
         self.metrics_port = _start_metrics(settings, self.pool.stop, self.metrics)
         self.flight = _start_flight(
             settings,
