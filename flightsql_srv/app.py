@@ -247,7 +247,9 @@ class Service:
         )
         self.pool.start()
         self.metrics.watch_workers(self.pool)
-        executor = Executor(self.pool, Auditor(self.metrics), settings.query_timeout)
+        executor = Executor(
+            self.pool, Auditor(self.metrics, settings.audit_sql_limit), settings.query_timeout
+        )
 
         def undo() -> None:
             self.pool.stop()

@@ -55,10 +55,18 @@ class QueryMetrics(Protocol):
 
 
 class Auditor:
-    """Logs and counts finished queries."""
+    """Logs and counts finished queries.
 
-    def __init__(self, metrics: QueryMetrics | None = None) -> None:
+    Args:
+        metrics: counts each finished query.
+        sql_limit: characters of the SQL a record keeps (0: all). SQL may be up to 1 MiB;
+            log pipelines split or drop long lines (Docker's at 16 KiB), and the
+            fingerprint already tells statements apart.
+    """
+
+    def __init__(self, metrics: QueryMetrics | None = None, sql_limit: int = 0) -> None:
         self._metrics = metrics
+        self._sql_limit = sql_limit
 
     def finish(self, record: QueryRecord) -> None:
         record.total_s = time.monotonic() - record.started
@@ -68,6 +76,9 @@ class Auditor:
         del fields["started"]
         fields["client"] = dict(record.client)
         fields["fingerprint"] = fingerprint(record.sql)
+        fields["sql_length"] = len(record.sql)
+        if self._sql_limit:
+            fields["sql"] = record.sql[: self._sql_limit]
         for key in ("plan_s", "first_batch_s", "total_s"):
             if fields[key] is not None:
                 fields[key] = round(fields[key], 6)

@@ -168,6 +168,11 @@ class Settings:
         False,
         "Serve a non-loopback address without authentication (refused otherwise).",
     )
+    audit_sql_limit: int = _opt(
+        4096,
+        "Characters of a query's SQL its audit record keeps (sql_length says how long it "
+        "was; the fingerprint is of all of it); 0 keeps all.",
+    )
     log_level: LogLevel = _opt("info", "debug, info, warning or error.")
     log_format: LogFormat = _opt("json", "json (one object per line) or text.")
     config: Path | None = _opt(None, "TOML file with any of these settings.", flag=False)
@@ -203,6 +208,7 @@ class Settings:
             "reload_interval",
             "max_concurrent_queries",
             "max_queries_per_principal",
+            "audit_sql_limit",
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"setting '{name}' must be 0 or positive")

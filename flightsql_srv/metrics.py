@@ -105,7 +105,8 @@ class Metrics:
         self.worker_restarts = Counter(
             "flightsql_engine_worker_restarts",
             "Engine workers replaced, by reason (timeout, cancelled, memory, stalled, "
-            "abandoned, reload, recycled, or how a crashed one ended).",
+            "abandoned, reload, recycled: kept more than worker_recycle_memory, memory_idle: "
+            "an idle one retired to hold memory_limit, or how a crashed one ended).",
             ["reason"],
             registry=self.registry,
         )

@@ -308,6 +308,8 @@ def test_memory_idle_workers_kept_counts_against_the_limit(srv: Server) -> None:
         for thread, _ in queries:
             thread.join(30)
     held = srv.metric("flightsql_engine_query_memory_bytes")
+    retired = 'flightsql_engine_worker_restarts_total{reason="memory_idle"}'
+    assert until(lambda: srv.metric(retired) >= 1, 2), "no idle worker was retired"
     assert until(lambda: srv.metric("flightsql_engine_query_memory_bytes") <= LIMIT_BYTES, 2), (
         f"idle workers hold {srv.metric('flightsql_engine_query_memory_bytes') / 2**20:.0f} "
         f"MiB, memory_limit is {LIMIT_BYTES / 2**20:.0f} MiB"

@@ -13,6 +13,7 @@ import pytest
 
 from bench.processes import ServiceProcesses
 from flightsql_srv.app import Service
+from flightsql_srv.audit import fingerprint
 from flightsql_srv.protocol import pack, sql_pb2
 from tests.conftest import free_port, running_server, server_process
 
@@ -143,10 +144,14 @@ def test_client_cancel_stops_the_engine() -> None:
         assert idle < 15, "DataFusion kept working after the client cancelled"
 
 
+LONG_SQL = "select " + " + ".join(f"{i} * x" for i in range(200)) + " as s from (select 1 as x)"
+
+
 def test_audit_record_and_query_metrics() -> None:
     metrics_port = free_port()
     lines: list[str] = []
-    with server_process("--metrics-port", str(metrics_port), output_lines=lines) as (_, port):
+    args = ["--metrics-port", str(metrics_port), "--audit-sql-limit", "100"]
+    with server_process(*args, output_lines=lines) as (_, port):
         client = flight.connect(f"grpc://127.0.0.1:{port}")
         options = flight.FlightCallOptions(
             headers=[(b"x-client-type", b"grafana"), (b"user-agent", b"audit-test")]
@@ -159,6 +164,7 @@ def test_audit_record_and_query_metrics() -> None:
         assert client.do_get(info.endpoints[0].ticket, options).read_all().num_rows == 10
         with pytest.raises(pa.ArrowInvalid):
             _open(client, "select cast('x' as int)").read_all()
+        _open(client, LONG_SQL).read_all()
         page = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5)
         text = page.read().decode()
         client.close()
@@ -174,6 +180,12 @@ def test_audit_record_and_query_metrics() -> None:
     assert record["client"]["user-agent"]  # gRPC sets its own; ADBC and Grafana add theirs
     assert record["peer"] and len(record["fingerprint"]) == 16
     assert record["plan_s"] >= 0 and record["first_batch_s"] >= record["plan_s"]
+    assert record["sql_length"] == len(sql)
     failed = [r for r in records if r["sql"] == "select cast('x' as int)"]
     assert failed and failed[0]["outcome"] == "error"
     assert failed[0]["error_class"] == "InvalidArgument"
+    # --audit-sql-limit 100: a long statement keeps its first 100 characters, its length and
+    # the fingerprint of all of it.
+    long = [r for r in records if r["sql_length"] == len(LONG_SQL)]
+    assert long and long[0]["sql"] == LONG_SQL[:100] and long[0]["outcome"] == "ok"
+    assert long[0]["fingerprint"] == fingerprint(LONG_SQL) != fingerprint(LONG_SQL[:100])

@@ -646,7 +646,7 @@ class EnginePool:
             if total <= limit:
                 return
             total -= worker.kept
-            self._retire(worker, "recycled")
+            self._retire(worker, "memory_idle")
         if not usage or total <= limit:
             return
         biggest = max(usage, key=lambda w: usage[w])
@@ -711,7 +711,7 @@ class EnginePool:
                 self._idle.remove(worker)
         reason = worker.kill_reason or exit_reason(worker.process)
         lease = worker.lease
-        expected = reason in ("reload", "recycled", "stopped")
+        expected = reason in ("reload", "recycled", "memory_idle", "stopped")
         (log.info if expected else log.warning)(
             "engine worker replaced",
             extra={
