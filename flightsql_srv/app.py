@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import logging
@@ -11,7 +12,6 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -138,40 +138,29 @@ def _flag(setting: str) -> str:
     return f"--{setting.replace('_', '-')} / {ENV_PREFIX}{setting.upper()}"
 
 
-# Each _start_* calls ``undo`` when its port cannot be bound: it stops the engine workers
-# (else exiting deletes the demo data they are still loading) and closes what is bound.
-
-
-def _start_health(
-    settings: Settings, undo: Callable[[], None], *args: Any, **kwargs: Any
-) -> HealthService:
+def _start_health(settings: Settings, *args: Any, **kwargs: Any) -> HealthService:
     """Bind the health port (gRPC raises RuntimeError when it cannot)."""
     try:
         return HealthService(*args, **kwargs)
     except (RuntimeError, OSError) as exc:
-        undo()
         raise _listen_error(settings, "health_port", exc) from None
 
 
-def _start_metrics(settings: Settings, undo: Callable[[], None], metrics: Metrics) -> int | None:
+def _start_metrics(settings: Settings, metrics: Metrics) -> int | None:
     """Serve /metrics unless turned off (``metrics_port`` -1); the bound port."""
     if settings.metrics_port < 0:
         return None
     try:
         return metrics.serve(settings.host, settings.metrics_port)
     except OSError as exc:
-        undo()
         raise _listen_error(settings, "metrics_port", exc) from None
 
 
-def _start_flight(
-    settings: Settings, undo: Callable[[], None], *args: Any, **kwargs: Any
-) -> FlightSqlServer:
+def _start_flight(settings: Settings, *args: Any, **kwargs: Any) -> FlightSqlServer:
     """Bind the Flight SQL port; a TLS file gRPC cannot use becomes a ConfigError."""
     try:
         return FlightSqlServer(*args, **kwargs)
     except pa.ArrowException as exc:
-        undo()
         # pyarrow says only "Server did not start properly", whatever the cause.
         if settings.tls_cert is None or _in_use(settings.host, settings.port):
             raise _listen_error(settings, "port", exc) from None
@@ -250,43 +239,38 @@ class Service:
         executor = Executor(
             self.pool, Auditor(self.metrics, settings.audit_sql_limit), settings.query_timeout
         )
-
-        def undo() -> None:
-            self.pool.stop()
-            self.metrics.close()
-
-        # /metrics first, so that it is up once the Flight port answers (a client's or a
-        # test's first sign of life); health last, so that it never says SERVING early.
-        self.metrics_port = _start_metrics(settings, self.pool.stop, self.metrics)
-        self.flight = _start_flight(
-            settings,
-            undo,
-            f"{scheme}://{settings.host}:{settings.port}",
-            self.engine,
-            signer,
-            settings.ticket_ttl,
-            executor,
-            middleware={"metrics": MetricsMiddlewareFactory(self.metrics)},
-            user_macros=self.user_macros,
-            grafana_profile=settings.grafana_profile,
-            auth=settings.auth,
-            on_auth_failure=lambda reason: self.metrics.auth_failures.labels(reason).inc(),
-            **tls,
-        )
-
-        def undo_flight() -> None:
-            self.flight.shutdown()
-            undo()
-
-        self.health = _start_health(
-            settings,
-            undo_flight,
-            settings.host,
-            settings.health_port,
-            self.pool.probe,
-            on_change=self.metrics.health_serving.set,
-            credentials=None if settings.health_plaintext else _health_credentials(tls),
-        )
+        # A port that cannot be bound stops the workers (else exiting deletes the demo data
+        # they are still loading) and closes what was bound before it. /metrics comes first,
+        # so that it is up once the Flight port answers (a client's or a test's first sign
+        # of life); health last, so that it never says SERVING early.
+        with contextlib.ExitStack() as undo:
+            undo.callback(self.pool.stop)
+            self.metrics_port = _start_metrics(settings, self.metrics)
+            undo.callback(self.metrics.close)
+            self.flight = _start_flight(
+                settings,
+                f"{scheme}://{settings.host}:{settings.port}",
+                self.engine,
+                signer,
+                settings.ticket_ttl,
+                executor,
+                middleware={"metrics": MetricsMiddlewareFactory(self.metrics)},
+                user_macros=self.user_macros,
+                grafana_profile=settings.grafana_profile,
+                auth=settings.auth,
+                on_auth_failure=lambda reason: self.metrics.auth_failures.labels(reason).inc(),
+                **tls,
+            )
+            undo.callback(self.flight.shutdown)
+            self.health = _start_health(
+                settings,
+                settings.host,
+                settings.health_port,
+                self.pool.probe,
+                on_change=self.metrics.health_serving.set,
+                credentials=None if settings.health_plaintext else _health_credentials(tls),
+            )
+            undo.pop_all()
         self.port: int = self.flight.port
         self.health_port = self.health.port
         self._startup_s = time.monotonic() - started
